@@ -1,0 +1,144 @@
+"""The claim registry: the ``@claim`` decorator and discovery of paper modules.
+
+Every module in :mod:`gradlab.papers` defines ``PAPER = Paper(...)`` and registers its claims with
+``@claim(paper=PAPER.key, ...)``. Extra modules (plugins, test fixtures) are imported from the
+comma-separated environment variable ``GRADLAB_EXTRA_PAPERS`` so that worker processes and Ray workers,
+which re-import the registry, see them too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import re
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from gradlab.claims.types import SCALES, ClaimRun, ClaimSpec, Evidence, Paper
+
+EXTRA_ENV = "GRADLAB_EXTRA_PAPERS"
+
+_CLAIMS: dict[str, ClaimSpec] = {}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+def claim(
+    paper: str,
+    title: str,
+    name: str | None = None,
+    budget: str = "quick",
+    timeouts: Mapping[str, float] | None = None,
+) -> Callable[[Callable[[ClaimRun], Evidence]], Callable[[ClaimRun], Evidence]]:
+    """Register ``fn(run: ClaimRun) -> Evidence`` as a claim of ``paper``.
+
+    Args:
+        paper: the paper key (``PAPER.key``).
+        title: one sentence stating what is checked.
+        name: the claim's short name (defaults to the function name, ``_`` kept).
+        budget: the scale this claim is designed for (``quick`` unless it needs ``full``).
+        timeouts: per-scale wall-clock overrides in seconds, e.g. ``{"quick": 1200}``.
+    """
+    if budget not in SCALES:
+        raise ValueError(f"budget must be one of {SCALES}; got {budget!r}")
+    for scale, seconds in (timeouts or {}).items():
+        if scale not in SCALES or not float(seconds) > 0:
+            raise ValueError(f"timeouts must map a scale in {SCALES} to a positive number; got {scale!r}: {seconds!r}")
+
+    def register(fn: Callable[[ClaimRun], Evidence]) -> Callable[[ClaimRun], Evidence]:
+        claim_name = name or fn.__name__
+        if not _NAME_RE.match(claim_name):
+            raise ValueError(f"claim name must match {_NAME_RE.pattern}; got {claim_name!r}")
+        spec = ClaimSpec(
+            paper=paper, name=claim_name, title=title, fn=fn, module=fn.__module__,
+            budget=budget, timeouts=dict(timeouts or {}),
+        )
+        existing = _CLAIMS.get(spec.id)
+        if existing is not None and existing.module != spec.module:
+            raise ValueError(f"claim {spec.id!r} is registered twice ({existing.module} and {spec.module})")
+        _CLAIMS[spec.id] = spec
+        return fn
+
+    return register
+
+
+@dataclass
+class PaperEntry:
+    """A paper as the registry sees it: its metadata, its claims, and an import error if any."""
+
+    paper: Paper
+    module: str
+    claims: list[ClaimSpec] = field(default_factory=list)
+    import_error: str | None = None
+
+    @property
+    def implemented(self) -> bool:
+        return bool(self.claims)
+
+
+@dataclass
+class Registry:
+    """All papers (ordered as in the package) and their claims."""
+
+    papers: dict[str, PaperEntry]
+
+    def claims(self, keys: list[str] | None = None) -> list[ClaimSpec]:
+        """Claims of the given paper keys (all papers when ``None``), in paper order."""
+        selected = self.papers if keys is None else {k: self.papers[k] for k in keys}
+        return [c for entry in selected.values() for c in entry.claims]
+
+    def claim(self, claim_id: str) -> ClaimSpec:
+        paper = claim_id.split("/", 1)[0]
+        for spec in self.papers[paper].claims:
+            if spec.id == claim_id:
+                return spec
+        raise KeyError(claim_id)
+
+    def resolve_keys(self, only: list[str] | None) -> list[str]:
+        """Validate ``--only`` keys; raise ``ValueError`` naming the valid keys when one is unknown."""
+        if not only:
+            return list(self.papers)
+        unknown = [k for k in only if k not in self.papers]
+        if unknown:
+            raise ValueError(
+                f"unknown paper key(s): {', '.join(unknown)}. Valid keys: {', '.join(self.papers)}"
+            )
+        return [k for k in self.papers if k in set(only)]
+
+
+def _paper_modules() -> list[str]:
+    import gradlab.papers as pkg
+
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    mods = [f"gradlab.papers.{n}" for n in names]
+    extra = [m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip()]
+    return mods + extra
+
+
+def load_registry() -> Registry:
+    """Import every paper module and return the registry.
+
+    A paper module that fails to import is still listed (key from its module name) with the traceback,
+    so a broken paper is reported, never hidden.
+    """
+    entries: dict[str, PaperEntry] = {}
+    for module_name in _paper_modules():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            key = module_name.rsplit(".", 1)[-1].replace("_", "-")
+            placeholder = Paper(key=key, title=f"(module {module_name} failed to import)", cluster="optim")
+            entries[key] = PaperEntry(paper=placeholder, module=module_name, import_error=traceback.format_exc())
+            continue
+        paper = getattr(module, "PAPER", None)
+        if not isinstance(paper, Paper):
+            raise TypeError(f"{module_name} must define PAPER = Paper(...)")
+        if paper.key in entries:
+            raise ValueError(f"paper key {paper.key!r} is defined twice ({entries[paper.key].module}, {module_name})")
+        entries[paper.key] = PaperEntry(paper=paper, module=module_name)
+    for spec in _CLAIMS.values():
+        if spec.paper not in entries:
+            raise ValueError(f"claim {spec.id!r} names unknown paper {spec.paper!r}")
+        entries[spec.paper].claims.append(spec)
+    return Registry(papers=entries)
