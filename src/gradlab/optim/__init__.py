@@ -1,0 +1,9 @@
+"""First-order update rules as ``torch.optim.Optimizer`` subclasses and optimizer wrappers.
+
+Each optimizer follows torch.optim's conventions: ``param_groups``, lazily created per-parameter state with a
+tensor ``step``, ``maximize``, a ``foreach`` fast path that equals the for-loop path, and a ``state_dict``
+round trip. Wrappers (coordinate-wise clipping) compose with any torch optimizer.
+"""
+
+__all__: list[str] = [
+]
