@@ -1,0 +1,199 @@
+"""AdaGrad-Norm: AdaGrad with one scalar step size per parameter group.
+
+Ward, Wu & Bottou, "AdaGrad stepsizes: sharp convergence over nonconvex landscapes" (ICML 2019), the inner
+optimizer of "AdAdaGrad-Norm" in Lau, Liu & Kolar, "AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient
+Methods" (arXiv 2402.11215). With the (stochastic) gradient ``g_k`` of *all* parameters of a group,
+
+.. math::
+
+    b_{k+1}^2 = b_k^2 + \\lVert g_k \\rVert_2^2, \\qquad
+    x_{k+1} = x_k - \\frac{\\alpha}{b_{k+1} + \\epsilon}\\, g_k ,
+
+with ``b_0^2 = initial_accumulator_value``. ``b_{k+1}^2`` is one scalar for the whole group (not per tensor and
+not per row). Because ``b_k^2 = b_0^2 + \\sum_p \\sum_{j<k} \\lVert g_{j,p} \\rVert^2``, every parameter ``p`` stores
+only its own running sum of squared gradient norms (a 0-dim tensor ``sum_sq``) and the group's accumulator is
+their sum; this keeps the state per parameter, so ``state_dict`` and param groups work as in torch.optim.
+
+Weight decay is either L2 (``g <- g + wd * x``, entering the norm, like ``torch.optim.Adagrad``) or decoupled
+(``x <- x (1 - lr * wd)``); both use the *parameter*, unlike the official AdAdaGrad code, which decays with the
+gradient. Every parameter (1-D ones included) uses its own gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from gradlab.core.validation import check_positive, check_type
+
+__all__ = ["AdaGradNorm"]
+
+ParamsT = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+
+
+class AdaGradNorm(Optimizer):
+    """Scalar-step-size AdaGrad (AdaGrad-Norm); see the module docstring for the equations.
+
+    Args:
+        params: parameters or param-group dicts.
+        lr: the step size ``alpha`` (> 0); a float, so any ``torch.optim.lr_scheduler`` can change it.
+        initial_accumulator_value: ``b_0^2`` (>= 0).
+        eps: added to ``b_{k+1}`` before dividing (> 0 guards the first step when ``b_0 = 0`` and ``g = 0``).
+        weight_decay: decay coefficient (>= 0).
+        decoupled_weight_decay: ``False`` adds ``weight_decay * x`` to the gradient (L2, enters the norm);
+            ``True`` multiplies ``x`` by ``1 - lr * weight_decay`` (AdamW-style).
+        maximize: ascend instead of descend.
+        foreach: use ``torch._foreach_*`` kernels grouped by device and dtype (``None``: auto, on for CUDA).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        check_positive("lr", lr)
+        check_positive("initial_accumulator_value", initial_accumulator_value, allow_zero=True)
+        check_positive("eps", eps)
+        check_positive("weight_decay", weight_decay, allow_zero=True)
+        check_type("decoupled_weight_decay", decoupled_weight_decay, bool)
+        check_type("maximize", maximize, bool)
+        if foreach is not None:
+            check_type("foreach", foreach, bool)
+        defaults = dict(
+            lr=lr,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            for p in group["params"]:
+                st = self.state.get(p, {})
+                if "step" in st and not torch.is_tensor(st["step"]):
+                    st["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
+
+    def _init_group(self, group: dict[str, Any]) -> tuple[list, list, list, list]:
+        params, grads, sums, steps = [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("AdaGradNorm does not support sparse gradients")
+            if torch.is_complex(p):
+                raise RuntimeError("AdaGradNorm does not support complex parameters; use torch.view_as_real")
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["sum_sq"] = torch.zeros((), dtype=p.dtype, device=p.device)
+            params.append(p)
+            grads.append(p.grad)
+            sums.append(state["sum_sq"])
+            steps.append(state["step"])
+        return params, grads, sums, steps
+
+    def accumulator(self, group_index: int = 0) -> torch.Tensor:
+        """The group's current ``b_k^2`` (``initial_accumulator_value`` plus every squared gradient norm seen)."""
+        group = self.param_groups[group_index]
+        sums = [self.state[p]["sum_sq"] for p in group["params"] if "sum_sq" in self.state.get(p, {})]
+        return _group_accumulator(sums, float(group["initial_accumulator_value"]))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
+        """Perform one update; ``closure`` (re-evaluating the loss) is optional."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, sums, steps = self._init_group(group)
+            if not params:
+                continue
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.device.type in ("cuda", "xpu") for p in params)
+            # every parameter of the group with state enters b (also those without a gradient this step)
+            all_sums = [self.state[p]["sum_sq"] for p in group["params"] if "sum_sq" in self.state.get(p, {})]
+            fn = _multi_tensor_adagradnorm if foreach else _single_tensor_adagradnorm
+            fn(
+                params, grads, sums, steps, all_sums,
+                lr=float(group["lr"]),
+                initial_accumulator_value=float(group["initial_accumulator_value"]),
+                eps=float(group["eps"]),
+                weight_decay=float(group["weight_decay"]),
+                decoupled=bool(group["decoupled_weight_decay"]),
+                maximize=bool(group["maximize"]),
+            )
+        return loss
+
+
+def _group_accumulator(sums: list[torch.Tensor], initial: float) -> torch.Tensor:
+    """``b^2 = initial + sum_p sum_sq_p``, summed in a fixed order in the widest dtype present."""
+    if not sums:
+        return torch.tensor(initial)
+    dtype = sums[0].dtype
+    for s in sums[1:]:
+        dtype = torch.promote_types(dtype, s.dtype)
+    device = sums[0].device
+    stacked = torch.stack([s.to(device=device, dtype=dtype) for s in sums])
+    return stacked.sum() + initial
+
+
+def _single_tensor_adagradnorm(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], steps: list[torch.Tensor],
+    all_sums: list[torch.Tensor], *, lr: float, initial_accumulator_value: float, eps: float,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> None:
+    directions = []
+    for p, g, s, st in zip(params, grads, sums, steps):
+        d = -g if maximize else g
+        if weight_decay != 0 and not decoupled:
+            d = d.add(p, alpha=weight_decay)
+        s.add_(torch.linalg.vector_norm(d).square())
+        st.add_(1)
+        directions.append(d)
+    denom = _group_accumulator(all_sums, initial_accumulator_value).sqrt().add(eps)
+    for p, d in zip(params, directions):
+        if weight_decay != 0 and decoupled:
+            p.mul_(1 - lr * weight_decay)
+        p.add_(d / denom.to(device=p.device, dtype=p.dtype), alpha=-lr)
+
+
+def _multi_tensor_adagradnorm(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], steps: list[torch.Tensor],
+    all_sums: list[torch.Tensor], *, lr: float, initial_accumulator_value: float, eps: float,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> None:
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads, sums, steps])
+    directions: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+    for (dev_params, dev_grads, dev_sums, dev_steps), _ in grouped.values():
+        d = torch._foreach_neg(dev_grads) if maximize else list(dev_grads)
+        if weight_decay != 0 and not decoupled:
+            d = torch._foreach_add(d, dev_params, alpha=weight_decay)
+        norms = torch._foreach_norm(d)
+        torch._foreach_add_(dev_sums, torch._foreach_mul(norms, norms))
+        torch._foreach_add_(dev_steps, 1)
+        directions.append((dev_params, d))
+    denom = _group_accumulator(all_sums, initial_accumulator_value).sqrt().add(eps)
+    for dev_params, d in directions:
+        if weight_decay != 0 and decoupled:
+            torch._foreach_mul_(dev_params, 1 - lr * weight_decay)
+        scaled = torch._foreach_div(d, denom.to(device=dev_params[0].device, dtype=dev_params[0].dtype))
+        torch._foreach_add_(dev_params, scaled, alpha=-lr)
