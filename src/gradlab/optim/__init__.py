@@ -5,5 +5,8 @@ tensor ``step``, ``maximize``, a ``foreach`` fast path that equals the for-loop 
 round trip. Wrappers (coordinate-wise clipping) compose with any torch optimizer.
 """
 
+from gradlab.optim.adagradnorm import AdaGradNorm
+
 __all__: list[str] = [
+    "AdaGradNorm",
 ]
