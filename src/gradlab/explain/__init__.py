@@ -1,0 +1,25 @@
+"""Gradient-based explanations: attribution methods with one call shape, new methods, evaluation.
+
+Every method follows Captum's convention ``Method(model).attribute(inputs, target=..., **options)`` and returns a
+tensor shaped like the input (layer methods: a map per example). Shared guarantees: the model must be in eval
+mode, it is never mutated, hooks are removed also when the model raises, batching is internal (``chunk_size``),
+and wrong input shapes or dtypes raise a ``ValueError``/``TypeError`` naming the argument.
+
+Methods that Captum has are wrapped (Captum is imported lazily); paper-faithful settings are explicit where
+Captum's defaults differ (signed SmoothGrad with noise as a fraction of the input range, OLS LIME with a
+Euclidean kernel, Grad-CAM with ReLU and upsampling).
+"""
+
+from gradlab.explain.gradcam import GradCAM
+from gradlab.explain.gradients import (
+    DeepLift,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+)
+
+__all__ = [
+    "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "DeepLift", "GradCAM",
+]
