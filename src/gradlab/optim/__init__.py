@@ -6,7 +6,15 @@ round trip. Wrappers (coordinate-wise clipping) compose with any torch optimizer
 """
 
 from gradlab.optim.adagradnorm import AdaGradNorm
+from gradlab.optim.clipping import CoordinateClip, clip_coordinates, coordinate_clip
+from gradlab.optim.diffgrad import DiffGrad
+from gradlab.optim.lion import Lion
 
 __all__: list[str] = [
     "AdaGradNorm",
+    "CoordinateClip",
+    "DiffGrad",
+    "Lion",
+    "clip_coordinates",
+    "coordinate_clip",
 ]

@@ -1,0 +1,203 @@
+"""diffGrad: Adam whose step is damped where the gradient barely changes.
+
+Dubey, Chakraborty, Roy, Mukherjee, Singh, Chaudhuri, "diffGrad: An Optimization Method for Convolutional
+Neural Networks", IEEE TNNLS 2020 (arXiv 1909.11015).
+
+With gradient :math:`g_t` (plus :math:`\\lambda\\theta_{t-1}` for L2 weight decay), per coordinate:
+
+.. math::
+    m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\qquad v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2
+
+    \\xi_t = \\operatorname{sigmoid}(|g_{t-1} - g_t|) \\in [0.5, 1)   \\quad (g_0 = 0)
+
+    \\theta_t = \\theta_{t-1} - \\alpha\\, \\xi_t\\, \\hat m_t / (\\sqrt{\\hat v_t} + \\epsilon),
+    \\qquad \\hat m_t = m_t/(1-\\beta_1^t),\\ \\hat v_t = v_t/(1-\\beta_2^t)
+
+The friction coefficient :math:`\\xi_t` ("DFC") halves Adam's step where the gradient is nearly constant
+(flat regions near an optimum) and keeps it where the gradient changes fast. :math:`\\epsilon` is added to
+the bias-corrected :math:`\\sqrt{\\hat v_t}` as in the paper and in ``torch.optim.Adam``, so that with
+:math:`\\xi_t = 1` this optimizer performs exactly Adam's step (the official code adds it before the bias
+correction; the difference is O(eps)).
+
+Implementation notes:
+
+* :math:`g_{t-1}` is stored as a *copy*. The original code kept a reference to ``p.grad``; with in-place
+  ``zero_grad`` the "previous" gradient was then the current one and :math:`\\xi` was frozen at 0.5
+  (shivram1987/diffGrad#2).
+* Weight decay is explicit: ``decoupled_weight_decay=False`` adds :math:`\\lambda\\theta` to the gradient
+  (L2, as the original code, before the moments and the friction coefficient);
+  ``decoupled_weight_decay=True`` shrinks :math:`\\theta \\leftarrow \\theta(1-\\alpha\\lambda)` (AdamW style).
+* ``p.grad`` is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from gradlab.core import check_positive, check_type
+from gradlab.optim._foreach import (
+    check_betas,
+    check_lr,
+    group_by_device_and_dtype,
+    new_step_tensor,
+    params_with_grad,
+    resolve_foreach,
+    step_values,
+)
+
+__all__ = ["DiffGrad"]
+
+
+class DiffGrad(Optimizer):
+    """diffGrad (Dubey et al., 2020): Adam scaled by the friction coefficient ``sigmoid(|g_prev - g|)``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate :math:`\\alpha` (default 1e-3).
+        betas: :math:`(\\beta_1, \\beta_2)` for the first and second moments (default (0.9, 0.999)).
+        eps: added to :math:`\\sqrt{\\hat v_t}` (default 1e-8).
+        weight_decay: :math:`\\lambda` (default 0).
+        decoupled_weight_decay: ``False`` adds :math:`\\lambda\\theta` to the gradient (L2, the paper's code);
+            ``True`` multiplies :math:`\\theta` by :math:`1-\\alpha\\lambda` (AdamW style).
+        maximize: maximize the objective instead of minimizing it.
+        foreach: use the grouped ``torch._foreach_*`` path (``None``: whenever possible). Both paths give
+            bit-identical results.
+
+    State per parameter: ``step`` (0-dim tensor), ``exp_avg``, ``exp_avg_sq`` and ``prev_grad`` (a copy of the
+    last gradient used, including the L2 term and the sign flip of ``maximize``).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        check_lr(lr)
+        check_betas(betas)
+        check_positive("eps", eps)
+        check_positive("weight_decay", weight_decay, allow_zero=True)
+        check_type("decoupled_weight_decay", decoupled_weight_decay, bool)
+        check_type("maximize", maximize, bool)
+        if foreach is not None:
+            check_type("foreach", foreach, bool)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach, differentiable=False,
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if p_state and not torch.is_tensor(p_state["step"]):
+                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=new_step_tensor().dtype)
+
+    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
+        params, grads = params_with_grad("DiffGrad", group)
+        exp_avgs, exp_avg_sqs, prev_grads, steps = [], [], [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = new_step_tensor()
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            prev_grads.append(state["prev_grad"])
+            steps.append(state["step"])
+        return params, grads, exp_avgs, exp_avg_sqs, prev_grads, steps
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            tensors = self._init_group(group)
+            if not tensors[0]:
+                continue
+            fn = _diffgrad_foreach if resolve_foreach(group["foreach"], tensors[0]) else _diffgrad_loop
+            beta1, beta2 = group["betas"]
+            fn(
+                *tensors, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+def _diffgrad_loop(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    prev_grads: list[Tensor], steps: list[Tensor], *, lr: float, beta1: float, beta2: float, eps: float,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> None:
+    """Reference path: one parameter at a time (the foreach path must match it bit for bit)."""
+    for p, grad, exp_avg, exp_avg_sq, prev_grad, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, prev_grads, steps):
+        if maximize:
+            grad = -grad
+        if weight_decay != 0:
+            if decoupled:
+                p.mul_(1 - lr * weight_decay)
+            else:
+                grad = grad.add(p, alpha=weight_decay)
+        step_t += 1
+        step = step_t.item()
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        friction = prev_grad.sub(grad).abs_().sigmoid_()
+        prev_grad.copy_(grad)
+        step_size = lr / (1 - beta1**step)
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        p.addcdiv_(friction.mul_(exp_avg), denom, value=-step_size)
+
+
+def _diffgrad_foreach(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    prev_grads: list[Tensor], steps: list[Tensor], *, lr: float, beta1: float, beta2: float, eps: float,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> None:
+    """Grouped path: one ``torch._foreach_*`` call per math op and (device, dtype) bucket."""
+    for p, g, m, v, prev, st in group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs, prev_grads, steps]):
+        if maximize:
+            g = torch._foreach_neg(g)
+        if weight_decay != 0:
+            if decoupled:
+                torch._foreach_mul_(p, 1 - lr * weight_decay)
+            else:
+                g = torch._foreach_add(g, p, alpha=weight_decay)
+        torch._foreach_add_(st, 1.0)
+        step = step_values(st)
+        torch._foreach_lerp_(m, g, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, g, g, 1 - beta2)
+        friction = torch._foreach_sub(prev, g)
+        torch._foreach_abs_(friction)
+        torch._foreach_sigmoid_(friction)
+        torch._foreach_copy_(prev, g)
+        step_size = [-(lr / (1 - beta1**s)) for s in step]
+        bias_correction2_sqrt = [(1 - beta2**s) ** 0.5 for s in step]
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_mul_(friction, m)
+        torch._foreach_addcdiv_(p, friction, denom, step_size)

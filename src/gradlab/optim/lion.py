@@ -1,0 +1,152 @@
+"""Lion (EvoLved Sign Momentum), the update rule found by program search.
+
+Chen, Liang, Huang, Real, Wang, Liu, Pham, Dong, Luong, Hsieh, Lu, Le, "Symbolic Discovery of Optimization
+Algorithms", NeurIPS 2023 (arXiv 2302.06675).
+
+With gradient :math:`g_t`, learning rate :math:`\\eta` and decoupled weight decay :math:`\\lambda`:
+
+.. math::
+    c_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t
+
+    \\theta_t = \\theta_{t-1} - \\eta\\,(\\operatorname{sign}(c_t) + \\lambda\\,\\theta_{t-1})
+
+    m_t = \\beta_2 m_{t-1} + (1-\\beta_2) g_t
+
+The update direction interpolates momentum and gradient with :math:`\\beta_1`, but the momentum is tracked
+with :math:`\\beta_2`. Every coordinate moves by exactly :math:`\\pm\\eta` (or 0 where :math:`c_t = 0`), so the
+learning rate must be 3-10x smaller than AdamW's and :math:`\\lambda` 3-10x larger for the same effective
+decay :math:`\\eta\\lambda`. The decay is applied *outside* the sign, scaled by the current learning rate
+(as in the official code; some ports put it inside the sign or divide it by the initial learning rate).
+There is a single state buffer, half of Adam's optimizer memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from gradlab.core import check_positive, check_type
+from gradlab.optim._foreach import (
+    check_betas,
+    check_lr,
+    group_by_device_and_dtype,
+    new_step_tensor,
+    params_with_grad,
+    resolve_foreach,
+)
+
+__all__ = ["Lion"]
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al., 2023): ``theta -= lr * (sign(beta1*m + (1-beta1)*g) + weight_decay*theta)``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate :math:`\\eta` (default 1e-4, the official default).
+        betas: :math:`(\\beta_1, \\beta_2)`: interpolation for the update and momentum decay (default (0.9, 0.99)).
+        weight_decay: decoupled decay :math:`\\lambda`, multiplied by the current ``lr`` (default 0).
+        maximize: maximize the objective instead of minimizing it.
+        foreach: use the grouped ``torch._foreach_*`` path (``None``: whenever possible). Both paths give
+            bit-identical results.
+
+    State per parameter: ``step`` (0-dim tensor, counts updates) and ``exp_avg`` (the momentum :math:`m`).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        check_lr(lr)
+        check_betas(betas)
+        check_positive("weight_decay", weight_decay, allow_zero=True)
+        check_type("maximize", maximize, bool)
+        if foreach is not None:
+            check_type("foreach", foreach, bool)
+        defaults = dict(
+            lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach, differentiable=False
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if p_state and not torch.is_tensor(p_state.get("step", 0)):
+                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=new_step_tensor().dtype)
+
+    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
+        params, grads = params_with_grad("Lion", group)
+        exp_avgs, steps = [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = new_step_tensor()
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs.append(state["exp_avg"])
+            steps.append(state["step"])
+        return params, grads, exp_avgs, steps
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            tensors = self._init_group(group)
+            if not tensors[0]:
+                continue
+            fn = _lion_foreach if resolve_foreach(group["foreach"], tensors[0]) else _lion_loop
+            beta1, beta2 = group["betas"]
+            fn(*tensors, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+               maximize=group["maximize"])
+        return loss
+
+
+def _lion_loop(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], steps: list[Tensor], *,
+    lr: float, beta1: float, beta2: float, weight_decay: float, maximize: bool,
+) -> None:
+    """Reference path: one parameter at a time (the foreach path must match it bit for bit)."""
+    for p, grad, exp_avg, step_t in zip(params, grads, exp_avgs, steps):
+        if maximize:
+            grad = -grad
+        step_t += 1
+        if weight_decay != 0:
+            p.mul_(1 - lr * weight_decay)
+        update = exp_avg.mul(beta1).add_(grad, alpha=1 - beta1).sign_()
+        p.add_(update, alpha=-lr)
+        exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
+
+
+def _lion_foreach(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], steps: list[Tensor], *,
+    lr: float, beta1: float, beta2: float, weight_decay: float, maximize: bool,
+) -> None:
+    """Grouped path: one ``torch._foreach_*`` call per math op and (device, dtype) bucket."""
+    for p, g, m, st in group_by_device_and_dtype([params, grads, exp_avgs, steps]):
+        if maximize:
+            g = torch._foreach_neg(g)
+        torch._foreach_add_(st, 1.0)
+        if weight_decay != 0:
+            torch._foreach_mul_(p, 1 - lr * weight_decay)
+        update = torch._foreach_mul(m, beta1)
+        torch._foreach_add_(update, g, alpha=1 - beta1)
+        torch._foreach_sign_(update)
+        torch._foreach_add_(p, update, alpha=-lr)
+        torch._foreach_mul_(m, beta2)
+        torch._foreach_add_(m, g, alpha=1 - beta2)
