@@ -137,8 +137,14 @@ def load_registry() -> Registry:
         if paper.key in entries:
             raise ValueError(f"paper key {paper.key!r} is defined twice ({entries[paper.key].module}, {module_name})")
         entries[paper.key] = PaperEntry(paper=paper, module=module_name)
+    loaded = {entry.module for entry in entries.values()}
     for spec in _CLAIMS.values():
+        if spec.module not in loaded:
+            continue  # registered by a module that is not part of this registry (e.g. an unset plugin)
         if spec.paper not in entries:
             raise ValueError(f"claim {spec.id!r} names unknown paper {spec.paper!r}")
         entries[spec.paper].claims.append(spec)
-    return Registry(papers=entries)
+    from gradlab.claims.types import CLUSTERS
+
+    ordered = sorted(entries.values(), key=lambda e: (CLUSTERS.index(e.paper.cluster), e.paper.key))
+    return Registry(papers={e.paper.key: e for e in ordered})

@@ -1,0 +1,177 @@
+"""The result store: one SQLite row per (claim, scale, seed, code fingerprint).
+
+Each finished claim is written in its own transaction (WAL journal, ``synchronous=FULL``), after its figure
+files were written atomically (temp file + ``os.replace``). A run killed by Ctrl-C or SIGKILL therefore loses
+only the claims that were still running; the next run skips every row that exists for the current fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    claim_id     TEXT NOT NULL,
+    paper        TEXT NOT NULL,
+    scale        TEXT NOT NULL,
+    seed         INTEGER NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    metrics      TEXT NOT NULL DEFAULT '{}',
+    criterion    TEXT NOT NULL DEFAULT '',
+    notes        TEXT NOT NULL DEFAULT '',
+    figures      TEXT NOT NULL DEFAULT '{}',
+    traceback    TEXT NOT NULL DEFAULT '',
+    started_at   REAL NOT NULL,
+    finished_at  REAL NOT NULL,
+    duration_s   REAL NOT NULL,
+    backend      TEXT NOT NULL DEFAULT 'local',
+    PRIMARY KEY (claim_id, scale, seed, fingerprint)
+);
+"""
+
+
+@dataclass
+class ResultRow:
+    """One stored claim result. ``figures`` maps a figure name to a PNG path (relative to the store dir)."""
+
+    claim_id: str
+    paper: str
+    scale: str
+    seed: int
+    fingerprint: str
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    criterion: str = ""
+    notes: str = ""
+    figures: dict[str, str] = field(default_factory=dict)
+    traceback: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    duration_s: float = 0.0
+    backend: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}; got {self.status!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ResultStore:
+    """SQLite-backed store of claim results; figures live next to it under ``figures/``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            raise ValueError(f"store path must be a file, not a directory: {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.figure_dir = self.path.parent / "figures"
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60.0)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def save_figures(self, claim_id: str, scale: str, seed: int, fingerprint: str, pngs: dict[str, bytes]) -> dict[str, str]:
+        """Write PNGs atomically; return name -> path relative to the store directory."""
+        folder = Path("figures") / claim_id.replace("/", "__") / f"{scale}-seed{seed}-{fingerprint[:12]}"
+        out: dict[str, str] = {}
+        for name, data in pngs.items():
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "figure"
+            rel = folder / f"{safe}.png"
+            atomic_write_bytes(self.path.parent / rel, data)
+            out[name] = rel.as_posix()
+        return out
+
+    def figure_path(self, relative: str) -> Path:
+        return self.path.parent / relative
+
+    def put(self, row: ResultRow) -> None:
+        """Insert or replace one result in a single transaction."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (row.claim_id, row.paper, row.scale, int(row.seed), row.fingerprint, row.status,
+                 json.dumps(row.metrics, sort_keys=True), row.criterion, row.notes,
+                 json.dumps(row.figures, sort_keys=True), row.traceback, row.started_at, row.finished_at,
+                 row.duration_s, row.backend),
+            )
+        con.close()
+
+    def get(self, claim_id: str, scale: str, seed: int, fingerprint: str) -> ResultRow | None:
+        with self._connect() as con:
+            cur = con.execute(
+                "SELECT * FROM results WHERE claim_id=? AND scale=? AND seed=? AND fingerprint=?",
+                (claim_id, scale, int(seed), fingerprint),
+            )
+            rec = cur.fetchone()
+            cols = [d[0] for d in cur.description]
+        con.close()
+        return None if rec is None else self._row(dict(zip(cols, rec)))
+
+    def rows(self) -> Iterator[ResultRow]:
+        """All rows, oldest first."""
+        with self._connect() as con:
+            cur = con.execute("SELECT * FROM results ORDER BY finished_at")
+            cols = [d[0] for d in cur.description]
+            recs = cur.fetchall()
+        con.close()
+        for rec in recs:
+            yield self._row(dict(zip(cols, rec)))
+
+    def latest(self, claim_id: str, fingerprint: str | None = None, scales: tuple[str, ...] | None = None,
+               seed: int | None = None) -> ResultRow | None:
+        """Most recent row for a claim, optionally restricted to a fingerprint, scales and a seed."""
+        best: ResultRow | None = None
+        for row in self.rows():
+            if row.claim_id != claim_id:
+                continue
+            if fingerprint is not None and row.fingerprint != fingerprint:
+                continue
+            if scales is not None and row.scale not in scales:
+                continue
+            if seed is not None and row.seed != seed:
+                continue
+            best = row
+        return best
+
+    @staticmethod
+    def _row(rec: dict[str, Any]) -> ResultRow:
+        rec["metrics"] = json.loads(rec["metrics"])
+        rec["figures"] = json.loads(rec["figures"])
+        return ResultRow(**rec)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,74 @@
+"""Code that runs inside a worker (a local process or a Ray task): run one claim, capture everything.
+
+Nothing here writes the store; the result travels back to the driver as a plain dict (PNG figures as bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _limit_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def execute_claim(
+    claim_id: str, scale: str, seed: int, threads: int = 1,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one claim and return ``{status, metrics, criterion, notes, pngs, traceback, started_at, ...}``.
+
+    ``status`` is ``passed``/``failed`` from the Evidence, or ``error`` when the claim raised or returned
+    something invalid. Never raises for a claim's own failure.
+    """
+    started = time.time()
+    result: dict[str, Any] = {"claim_id": claim_id, "scale": scale, "seed": seed, "metrics": {}, "criterion": "",
+                              "notes": "", "pngs": {}, "traceback": "", "started_at": started}
+    try:
+        _limit_threads(max(1, int(threads)))
+        from gradlab.claims.registry import load_registry
+        from gradlab.claims.types import ClaimRun, Evidence
+        from gradlab.core.seeding import seed_everything
+
+        spec = load_registry().claim(claim_id)
+        seed_everything(seed)
+        with tempfile.TemporaryDirectory(prefix="gradlab-claim-") as scratch:
+            run = ClaimRun(seed=seed, scale=scale, scratch=Path(scratch),
+                           progress_fn=progress or (lambda f, m="": None))
+            evidence = spec.fn(run)
+            if not isinstance(evidence, Evidence):
+                raise TypeError(f"claim {claim_id} returned {type(evidence).__name__}, expected Evidence")
+            result.update(metrics=evidence.metrics, criterion=evidence.criterion, notes=evidence.notes,
+                          pngs=evidence.figure_pngs(), status="passed" if evidence.passed else "failed")
+    except BaseException as exc:  # noqa: BLE001 - a claim's failure of any kind is recorded, not raised
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        result.update(status="error", traceback=traceback.format_exc())
+    result["finished_at"] = time.time()
+    result["duration_s"] = result["finished_at"] - started
+    return result
+
+
+def worker_main(conn: Any, claim_id: str, scale: str, seed: int, threads: int) -> None:
+    """Entry point of a local worker process: stream progress, then the result, through ``conn``."""
+    last = [0.0]
+
+    def progress(fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.2 or fraction >= 1.0:
+            last[0] = now
+            conn.send(("progress", float(fraction), str(message)))
+
+    result = execute_claim(claim_id, scale, seed, threads, progress)
+    conn.send(("result", result))
+    conn.close()

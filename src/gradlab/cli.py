@@ -1,0 +1,195 @@
+"""The ``gradlab`` command line: ``list``, ``reproduce`` and ``report``.
+
+Exit codes: 0 success (``reproduce``: every selected claim passed), 1 some claim failed / errored / timed out,
+2 bad input (unknown paper key, bad scale, bad number of workers), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gradlab.claims.types import SCALES
+
+DEFAULT_STORE = Path(".gradlab") / "results.sqlite"
+DEFAULT_OUT = Path("report")
+_STYLE = {"passed": "green", "failed": "red", "error": "magenta", "timeout": "magenta", "reproduced": "green",
+          "partial": "yellow", "not reproduced": "red", "not run": "dim", "not implemented": "dim"}
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list all seed papers and whether their claims are implemented")
+
+    rep = sub.add_parser("reproduce", help="run the papers' claims and write the report")
+    rep.add_argument("--scale", choices=SCALES, default="quick", help="run size (default: quick)")
+    rep.add_argument("--only", default="", help="comma-separated paper keys (default: all)")
+    rep.add_argument("--backend", choices=("local", "ray"), default="local")
+    rep.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    rep.add_argument("--workers", type=_positive_int, default=1, help="claims run at once (default: 1)")
+    rep.add_argument("--seed", type=_seed, default=0)
+    rep.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory (default: report/)")
+    rep.add_argument("--store", type=Path, default=DEFAULT_STORE, help="SQLite store (default: .gradlab/results.sqlite)")
+    rep.add_argument("--force", action="store_true", help="rerun claims that already have a stored result")
+
+    rpt = sub.add_parser("report", help="rebuild the report from the store without running anything")
+    rpt.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    rpt.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    rpt.add_argument("--readme", type=Path, default=None, help="also update the table block in this README")
+    return parser
+
+
+def cmd_list(console: Console) -> int:
+    from gradlab.claims.registry import load_registry
+
+    registry = load_registry()
+    table = Table(title=f"gradlab: {len(registry.papers)} seed papers")
+    for col in ("key", "paper", "cluster", "claims", "status"):
+        table.add_column(col)
+    for key, entry in registry.papers.items():
+        status = "import error" if entry.import_error else ("implemented" if entry.implemented else "not implemented")
+        table.add_row(key, entry.paper.short_title, entry.paper.cluster, str(len(entry.claims)),
+                      f"[{'green' if entry.implemented else 'dim'}]{status}[/]")
+    console.print(table)
+    return 0
+
+
+class _ProgressObserver:
+    """Renders runner events as rich progress bars: one overall bar, one bar per running claim."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("claims", total=total)
+        self.bars: dict[str, TaskID] = {}
+
+    def __call__(self, event) -> None:
+        cid = event.task.spec.id
+        if event.kind == "start":
+            self.bars[cid] = self.progress.add_task(f"  {cid}", total=1.0)
+        elif event.kind == "progress" and cid in self.bars:
+            self.progress.update(self.bars[cid], completed=event.fraction,
+                                 description=f"  {cid} {event.message[:40]}")
+        elif event.kind in ("done", "skip"):
+            if cid in self.bars:
+                self.progress.remove_task(self.bars.pop(cid))
+            status = event.row.status if event.row else "?"
+            verb = "cached" if event.kind == "skip" else f"{event.row.duration_s:.0f} s"
+            self.progress.console.print(f"[{_STYLE.get(status, 'white')}]{status:>8}[/] {cid} ({verb})")
+            self.progress.advance(self.overall)
+
+
+def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
+    from gradlab.claims.registry import load_registry
+    from gradlab.claims.report import build_report
+    from gradlab.claims.runner import plan, run_tasks
+    from gradlab.claims.store import ResultStore
+
+    if args.address and args.backend != "ray":
+        raise UsageError("--address needs --backend ray")
+    registry = load_registry()
+    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    try:
+        keys = registry.resolve_keys(only or None)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    store = ResultStore(args.store)
+    tasks = plan(registry, keys, args.scale, args.seed)
+    missing = [k for k in keys if not registry.papers[k].claims]
+    if missing:
+        console.print(f"[dim]{len(missing)} selected paper(s) have no claims yet (not implemented): {', '.join(missing)}[/]")
+    console.print(f"running {len(tasks)} claim(s) at scale [bold]{args.scale}[/], seed {args.seed}, "
+                  f"backend {args.backend}, {args.workers} worker(s)")
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        observer = _ProgressObserver(progress, len(tasks))
+        rows = run_tasks(tasks, store, backend=args.backend, workers=args.workers, force=args.force,
+                         address=args.address, observer=observer)
+    lines = build_report(registry, store, args.out)
+    table = Table(title=f"claims at scale {args.scale}")
+    for col in ("claim", "status", "time", "criterion"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row.claim_id, f"[{_STYLE.get(row.status, 'white')}]{row.status}[/]", f"{row.duration_s:.0f} s",
+                      row.criterion[:80])
+    console.print(table)
+    selected = [l for l in lines if l.entry.paper.key in keys]
+    counts: dict[str, int] = {}
+    for line in selected:
+        counts[line.status] = counts.get(line.status, 0) + 1
+    console.print("papers: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    console.print(f"report: {args.out / 'index.html'} and {args.out / 'REPORT.md'}")
+    return 0 if rows and all(r.passed for r in rows) or not tasks else 1
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from gradlab.claims.registry import load_registry
+    from gradlab.claims.report import build_report, update_readme
+    from gradlab.claims.store import ResultStore
+
+    if not args.store.exists():
+        console.print(f"[yellow]no store at {args.store}: the report lists every paper as not run[/]")
+    registry = load_registry()
+    lines = build_report(registry, ResultStore(args.store), args.out)
+    if args.readme is not None:
+        try:
+            changed = update_readme(args.readme, lines)
+        except (OSError, ValueError) as err:
+            raise UsageError(str(err)) from None
+        console.print(f"README table {'updated' if changed else 'unchanged'}: {args.readme}")
+    console.print(f"report: {args.out / 'index.html'} and {args.out / 'REPORT.md'} ({len(lines)} papers)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "list":
+            return cmd_list(console)
+        if args.command == "reproduce":
+            return cmd_reproduce(args, console)
+        return cmd_report(args, console)
+    except UsageError as err:
+        Console(stderr=True).print(f"[red]gradlab {args.command}: error:[/] {escape(str(err))}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished results are stored; rerun to continue[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The console script through subprocess: list, reproduce (bad input and a real run), report."""
+
+from tests.fixtures.cli_helpers import gradlab_cli
+
+
+def test_list_shows_all_papers_and_status(demo_env):
+    env = {k: v for k, v in demo_env["env"].items() if k != "GRADLAB_EXTRA_PAPERS"}
+    out = gradlab_cli("list", env={**env, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    for key in ("diffgrad", "lion", "yolov9", "two-pass-softmax", "which-explanation"):
+        assert key in out.stdout
+    assert "39 seed papers" in out.stdout
+    assert "implemented" in out.stdout
+
+
+def test_unknown_key_exits_2_naming_valid_keys(demo_env):
+    out = gradlab_cli("reproduce", "--only", "nosuchpaper", "--store", str(demo_env["store"]), env=demo_env["env"])
+    assert out.returncode == 2
+    assert "nosuchpaper" in out.stderr and "Valid keys" in out.stderr and "diffgrad" in out.stderr
+
+
+def test_bad_scale_workers_and_address_exit_2(demo_env):
+    for args in (["--scale", "huge"], ["--workers", "0"], ["--seed", "-1"], ["--address", "x:1"]):
+        out = gradlab_cli("reproduce", *args, "--store", str(demo_env["store"]), env=demo_env["env"])
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert out.stderr.strip()
+
+
+def test_reproduce_then_report(demo_env):
+    common = ["--store", str(demo_env["store"]), "--out", str(demo_env["out"])]
+    out = gradlab_cli("reproduce", "--only", "demo", "--scale", "smoke", "--workers", "2", *common, env=demo_env["env"])
+    assert out.returncode == 1, out.stdout + out.stderr  # demo has failing claims by design
+    for status in ("passed", "failed", "error", "timeout"):
+        assert status in out.stdout
+    assert (demo_env["out"] / "index.html").exists() and (demo_env["out"] / "REPORT.md").exists()
+    (demo_env["out"] / "index.html").unlink()
+    rep = gradlab_cli("report", *common, env=demo_env["env"])
+    assert rep.returncode == 0, rep.stderr
+    assert (demo_env["out"] / "index.html").exists()
+
+
+def test_reproduce_exits_0_when_all_selected_claims_pass(demo_env):
+    # Only papers without claims selected: nothing runs, nothing fails.
+    out = gradlab_cli("reproduce", "--only", "yolov9", "--scale", "smoke", "--store", str(demo_env["store"]),
+                      "--out", str(demo_env["out"]), env=demo_env["env"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "not implemented" in out.stdout

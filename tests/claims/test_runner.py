@@ -1,0 +1,109 @@
+"""The local runner end to end on the demo papers: statuses, skipping, forcing, resuming after SIGKILL."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gradlab.claims.fingerprint import paper_fingerprint
+from gradlab.claims.registry import load_registry
+from gradlab.claims.runner import plan, run_tasks
+from gradlab.claims.store import ResultStore
+
+from tests.fixtures.cli_helpers import ROOT, runs
+
+EXPECTED = {"demo/passes": "passed", "demo/fails": "failed", "demo/raises": "error", "demo/sleeps": "timeout",
+            "demo/dies": "error"}
+
+
+def test_local_runner_records_every_outcome_and_skips_finished(demo_env):
+    registry = load_registry()
+    store = ResultStore(demo_env["store"])
+    events = []
+    rows = run_tasks(plan(registry, ["demo"], "smoke", 0), store, workers=2, observer=events.append)
+    got = {r.claim_id: r.status for r in rows}
+    assert got == EXPECTED
+    by_id = {r.claim_id: r for r in rows}
+    assert "deliberate failure inside a claim" in by_id["demo/raises"].traceback
+    assert "3 s limit" in by_id["demo/sleeps"].traceback
+    assert "exit code 3" in by_id["demo/dies"].traceback
+    assert by_id["demo/passes"].figures and store.figure_path(by_id["demo/passes"].figures["histogram"]).exists()
+    assert {e.kind for e in events} >= {"start", "progress", "done"}
+    assert runs(demo_env["marks"], "passes") == 1
+
+    again = run_tasks(plan(registry, ["demo"], "smoke", 0), store, workers=2)
+    assert {r.claim_id: r.status for r in again} == EXPECTED
+    assert runs(demo_env["marks"], "passes") == 1 and runs(demo_env["marks"], "dies") == 1
+
+    run_tasks(plan(registry, ["demo"], "smoke", 0)[:1], store, workers=1, force=True)
+    assert runs(demo_env["marks"], "passes") == 2
+
+
+def test_runner_rejects_bad_arguments(demo_env):
+    store = ResultStore(demo_env["store"])
+    with pytest.raises(ValueError, match="backend"):
+        run_tasks([], store, backend="slurm")
+    with pytest.raises(ValueError, match="workers"):
+        run_tasks([], store, workers=0)
+
+
+def test_fingerprint_changes_with_the_paper_module(tmp_path, monkeypatch):
+    pkg = tmp_path / "fpdemo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    mod = pkg / "paper_x.py"
+    mod.write_text("A = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from gradlab.claims.types import Paper
+
+    paper = Paper(key="x", title="x", cluster="optim", components=("gradlab.core.seeding",))
+    before = paper_fingerprint(paper, "fpdemo.paper_x")
+    assert paper_fingerprint(paper, "fpdemo.paper_x") == before
+    mod.write_text("A = 2\n")
+    os.utime(mod, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert paper_fingerprint(paper, "fpdemo.paper_x") != before
+    other = Paper(key="x", title="x", cluster="optim", components=("gradlab.core.datasets",))
+    assert paper_fingerprint(other, "fpdemo.paper_x") != paper_fingerprint(paper, "fpdemo.paper_x")
+    with pytest.raises(ValueError, match="component"):
+        paper_fingerprint(Paper(key="x", title="x", cluster="optim", components=("gradlab.nope.Nothing",)),
+                          "fpdemo.paper_x")
+
+
+def _count_rows(path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        con = sqlite3.connect(path, timeout=1)
+        n = con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkilled_run_resumes_without_rerunning_finished_claims(demo_env):
+    """Kill `gradlab reproduce` (driver and workers) with SIGKILL mid-run; the rerun skips what finished."""
+    store_path = demo_env["store"]
+    env = dict(demo_env["env"], GRADLAB_DEMO_SLEEP="60")
+    cmd = [sys.executable, "-m", "gradlab.cli", "reproduce", "--only", "demo", "--scale", "smoke", "--workers", "1",
+           "--store", str(store_path), "--out", str(demo_env["out"])]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while _count_rows(store_path) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = _count_rows(store_path)
+    assert 2 <= finished < 5
+    assert runs(demo_env["marks"], "passes") == 1 and runs(demo_env["marks"], "fails") == 1
+
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr  # some demo claims fail by design
+    assert runs(demo_env["marks"], "passes") == 1 and runs(demo_env["marks"], "fails") == 1
+    rows = {r.claim_id: r.status for r in ResultStore(store_path).rows()}
+    assert rows == EXPECTED
