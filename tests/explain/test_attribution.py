@@ -16,6 +16,9 @@ from gradlab.explain import (
     GuidedBackprop,
     InputXGradient,
     IntegratedGradients,
+    KernelShap,
+    Lime,
+    Occlusion,
     Saliency,
     SmoothGrad,
 )
@@ -249,6 +252,50 @@ def test_gradcam_matches_hand_formula_with_relu_and_upsampling():
     torch.testing.assert_close(raw, ref)
 
 
+def test_occlusion_vs_captum_and_linear_closed_form():
+    m = _cnn()
+    x = torch.randn(2, 1, 8, 8)
+    ours = Occlusion(m).attribute(x, target=[0, 2], sliding_window_shapes=(1, 3, 3), strides=(1, 2, 2), chunk_size=8)
+    ref = ca.Occlusion(m).attribute(x, target=torch.tensor([0, 2]), sliding_window_shapes=(1, 3, 3), strides=(1, 2, 2))
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 2).eval()
+    torch.testing.assert_close(Occlusion(lin).attribute(X, target=1, baselines=0.5),
+                               (X - 0.5) * lin.weight[1].detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_lime_and_kernelshap_recover_linear_model_and_match_captum():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 2).eval()
+    x = X[:2]
+    expected = x * lin.weight[1].detach()
+    torch.testing.assert_close(Lime(lin).attribute(x, target=1, n_samples=60, seed=0, chunk_size=30), expected,
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(KernelShap(lin).attribute(x, target=1, n_samples=60, seed=0, chunk_size=30), expected,
+                               atol=1e-5, rtol=1e-4)
+    # Captum's defaults (Lasso alpha=0.01, cosine kernel) do not recover the linear model; ours do
+    torch.manual_seed(0)
+    captum_default = ca.Lime(lin).attribute(x[:1], target=1, n_samples=60)
+    assert (captum_default - expected[:1]).abs().max() > 1e-3
+    # same settings as ours -> same numbers (nonlinear model, grouped features)
+    m = _mlp()
+    mask = torch.tensor([0, 0, 1, 1, 2, 2])
+    from captum._utils.models.linear_model import SkLearnLinearRegression
+    from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+    torch.manual_seed(4)
+    ref = ca.Lime(m, SkLearnLinearRegression(), get_exp_kernel_similarity_function("euclidean", 0.75 * 3**0.5)).attribute(
+        x[:1], target=2, n_samples=40, feature_mask=mask.unsqueeze(0))
+    ours = Lime(m).attribute(x[:1], target=2, n_samples=40, feature_mask=mask, seed=4)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+    torch.manual_seed(4)
+    ref = ca.KernelShap(m).attribute(x[:1], target=2, n_samples=40, feature_mask=mask.unsqueeze(0))
+    torch.testing.assert_close(KernelShap(m).attribute(x[:1], target=2, n_samples=40, feature_mask=mask, seed=4), ref,
+                               atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="feature_mask"):
+        Lime(m).attribute(x, target=0, feature_mask=torch.tensor([0, 1]))
+
+
 ALL = [
     lambda m: (Saliency(m), {}),
     lambda m: (InputXGradient(m), {}),
@@ -257,6 +304,9 @@ ALL = [
     lambda m: (GuidedBackprop(m), {}),
     lambda m: (DeepLift(m), {}),
     lambda m: (GradCAM(m, m.relu2), {}),
+    lambda m: (Occlusion(m), {"sliding_window_shapes": (1, 4, 4), "strides": (1, 4, 4)}),
+    lambda m: (Lime(m), {"n_samples": 5, "seed": 0, "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)}),
+    lambda m: (KernelShap(m), {"n_samples": 5, "seed": 0, "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)}),
 ]
 
 

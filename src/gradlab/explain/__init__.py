@@ -11,6 +11,7 @@ Euclidean kernel, Grad-CAM with ReLU and upsampling).
 """
 
 from gradlab.explain.gradcam import GradCAM
+from gradlab.explain.gradcampp import GradCAMpp, SmoothGradCAMpp
 from gradlab.explain.gradients import (
     DeepLift,
     GuidedBackprop,
@@ -19,7 +20,9 @@ from gradlab.explain.gradients import (
     Saliency,
     SmoothGrad,
 )
+from gradlab.explain.perturbation import KernelShap, Lime, Occlusion
 
 __all__ = [
     "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "DeepLift", "GradCAM",
+    "GradCAMpp", "SmoothGradCAMpp", "Occlusion", "Lime", "KernelShap",
 ]
