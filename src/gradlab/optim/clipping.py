@@ -40,23 +40,23 @@ def _num_clipped(n: int, fraction: float) -> int:
     return min(n, int(math.floor(fraction * n)))
 
 
-def _excess(updates: Sequence[Tensor], fraction: float, scope: str) -> list[Tensor]:
-    """``u - clip(u)`` for each update: zero where a coordinate is not clipped (exactly, so subtracting it is exact)."""
+def _clipped(updates: Sequence[Tensor], fraction: float, scope: str) -> list[Tensor]:
+    """``clip_tau(u)`` for each update (new tensors), with per-tensor or global thresholds."""
     out: list[Tensor | None] = [None] * len(updates)
     if scope == "global":
         buckets = _bucket(updates, key=lambda u: (u.device, u.dtype))
         if len(buckets) > 1:
             raise ValueError("scope='global' needs every update on one device with one dtype")
         flat = torch.cat([u.reshape(-1) for u in updates])
-        excess = _excess_rows(flat.unsqueeze(0), fraction).squeeze(0)
-        for i, (part, u) in enumerate(zip(excess.split([u.numel() for u in updates]), updates)):
+        clipped = _clip_rows(flat.unsqueeze(0), fraction).squeeze(0)
+        for i, (part, u) in enumerate(zip(clipped.split([u.numel() for u in updates]), updates)):
             out[i] = part.view_as(u)
         return out  # type: ignore[return-value]
     # per tensor: tensors with the same size share one batched kthvalue
     for idx in _bucket(updates, key=lambda u: (u.device, u.dtype, u.numel())).values():
         rows = torch.stack([updates[i].reshape(-1) for i in idx])
-        excess = _excess_rows(rows, fraction)
-        for row, i in zip(excess.unbind(0), idx):
+        clipped = _clip_rows(rows, fraction)
+        for row, i in zip(clipped.unbind(0), idx):
             out[i] = row.view_as(updates[i])
     return out  # type: ignore[return-value]
 
@@ -68,16 +68,16 @@ def _bucket(updates: Sequence[Tensor], key: Callable[[Tensor], Any]) -> dict[Any
     return buckets
 
 
-def _excess_rows(rows: Tensor, fraction: float) -> Tensor:
-    """Row-wise ``u - clip_tau(u)`` with each row's threshold from its own magnitudes."""
+def _clip_rows(rows: Tensor, fraction: float) -> Tensor:
+    """Row-wise ``clip_tau(u)`` with each row's threshold from its own magnitudes."""
     n = rows.shape[1]
     j = _num_clipped(n, fraction)
     if j == 0 or n == 0:
-        return torch.zeros_like(rows)
+        return rows.clone()
     mags = rows.abs()
     tau = mags.kthvalue(n - j, dim=1, keepdim=True).values
     tau = torch.where(tau > 0, tau, torch.full_like(tau, math.inf))
-    return rows - rows.clamp(-tau, tau)
+    return rows.clamp(-tau, tau)
 
 
 def _check_fraction_scope(fraction: Any, scope: Any) -> tuple[float, str]:
@@ -103,8 +103,7 @@ def clip_coordinates(updates: Sequence[Tensor], fraction: float = 0.1, scope: st
             raise TypeError(f"updates[{i}] must be a real floating-point tensor; got {u.dtype}")
     if not updates:
         return []
-    excess = _excess(updates, fraction, scope)
-    return torch._foreach_sub(updates, excess)
+    return _clipped(updates, fraction, scope)
 
 
 class CoordinateClip(Optimizer):
@@ -168,7 +167,9 @@ class CoordinateClip(Optimizer):
             return loss
         delta = torch._foreach_sub(params, old)
         del old
-        torch._foreach_sub_(params, _excess(delta, self.fraction, self.scope))
+        # theta_new - (delta - clip(delta)): the excess is exactly 0 where nothing is clipped
+        excess = torch._foreach_sub(delta, _clipped(delta, self.fraction, self.scope))
+        torch._foreach_sub_(params, excess)
         return loss
 
 
