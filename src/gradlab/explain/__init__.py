@@ -20,9 +20,17 @@ from gradlab.explain.gradients import (
     Saliency,
     SmoothGrad,
 )
+from gradlab.explain.local_approx import (
+    LFA_METHODS,
+    CLime,
+    LFASetting,
+    LocalFunctionApproximation,
+    lfa_preset,
+)
 from gradlab.explain.perturbation import KernelShap, Lime, Occlusion
 
 __all__ = [
     "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "DeepLift", "GradCAM",
     "GradCAMpp", "SmoothGradCAMpp", "Occlusion", "Lime", "KernelShap",
+    "CLime", "LocalFunctionApproximation", "LFASetting", "lfa_preset", "LFA_METHODS",
 ]

@@ -90,7 +90,7 @@ class Occlusion(Attribution):
                 x, sliding_window_shapes=win, strides=strides, baselines=b, target=t,
                 perturbations_per_eval=1 if cs is None else cs,
             )
-        return a.detach()
+        return a.detach().to(x.dtype)
 
 
 class Lime(Attribution):
