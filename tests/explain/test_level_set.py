@@ -1,0 +1,101 @@
+import pytest
+import torch
+from torch import nn
+
+from gradlab.explain.level_set import LevelSetTraversal, LSTResult, orthogonal_step
+
+
+def test_orthogonal_step_is_the_projection():
+    g = torch.randn(4, 2, 3)
+    v = torch.randn(4, 2, 3)
+    out = orthogonal_step(v, g)
+    for i in range(4):
+        gi, vi = g[i].flatten().double(), v[i].flatten().double()
+        proj = torch.eye(6, dtype=torch.float64) - torch.outer(gi, gi) / gi.dot(gi)
+        torch.testing.assert_close(out[i].flatten().double(), proj @ vi, atol=1e-6, rtol=1e-6)
+        assert abs(float(out[i].flatten().double().dot(gi))) < 1e-5
+    torch.testing.assert_close(orthogonal_step(v, torch.zeros_like(v)), v)
+    with pytest.raises(ValueError):
+        orthogonal_step(v, g[:, :1])
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 32), nn.Tanh(), nn.Linear(32, 3))
+    with torch.no_grad():
+        model[1].weight.mul_(3.0)
+        model[3].weight.mul_(3.0)
+    return model.eval()
+
+
+def _conf(model, x, c):
+    return torch.softmax(model(x), dim=1)[:, c]
+
+
+def test_orthogonal_step_keeps_confidence_to_first_order():
+    model = _model()
+    x = torch.randn(5, 12, dtype=torch.float64)
+    model.double()
+    x.requires_grad_(True)
+    logp = torch.log_softmax(model(x), dim=1)[:, 0]
+    (g,) = torch.autograd.grad(logp.sum(), x)
+    v = torch.randn(5, 12, dtype=torch.float64)
+    perp = orthogonal_step(v, g)
+    x = x.detach()
+    for h in (1e-3, 1e-4):
+        along = (_conf(model, x + h * v, 0) - _conf(model, x, 0)).abs()
+        ortho = (_conf(model, x + h * perp, 0) - _conf(model, x, 0)).abs()
+        assert bool((ortho < 0.05 * along).all())  # O(h^2) against O(h)
+
+
+def test_traversal_keeps_confidence_and_moves_toward_target():
+    model = _model(1)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.rand(400, 1, 3, 4, generator=g)
+    with torch.no_grad():
+        pred = model(pool).argmax(dim=1)
+        conf = torch.softmax(model(pool), dim=1).amax(dim=1)
+    cls = int(pred.mode().values)
+    src = pool[(pred == cls) & (conf > 0.6)][:6]
+    tgt = pool[pred != cls][:6]
+    n = min(len(src), len(tgt))
+    assert n >= 3
+    src, tgt = src[:n], tgt[:n]
+    lst = LevelSetTraversal(model, step_size=0.1, n_steps=60, p_thresh=0.05)
+    res = lst.traverse(src, tgt)
+    assert isinstance(res, LSTResult)
+    assert res.path.shape == (61, n, 1, 3, 4) and res.confidences.shape == (61, n)
+    assert res.straight_confidences.shape == (21, n) and res.segment_confidences.shape == (21, n)
+    torch.testing.assert_close(res.path[0], src)
+    assert bool((res.source_class == cls).all())
+    # every accepted iterate stays within p_thresh of p0, and the Newton correction keeps it close to p0
+    drop = res.source_confidence.unsqueeze(0) - res.confidences
+    assert float(drop.max()) < 0.05
+    assert float(drop.abs().max()) < 0.05
+    # recorded confidences are the model's confidences on the path
+    torch.testing.assert_close(res.confidences[-1], _conf(model, res.final, cls).detach())
+    torch.testing.assert_close(res.straight_confidences[0], res.source_confidence)
+    torch.testing.assert_close(res.straight_confidences[-1], _conf(model, tgt, cls).detach())
+    assert float(res.distance_ratio().median()) < 0.9
+    assert float(res.final.min()) >= 0.0 and float(res.final.max()) <= 1.0
+    # without the accept rule's slack the confidence may not drop below p0 - p_thresh either
+    strict = LevelSetTraversal(model, step_size=0.1, n_steps=30, p_thresh=0.01, correction_steps=0).traverse(src, tgt)
+    assert float((strict.source_confidence - strict.confidences).max()) < 0.01
+
+
+def test_traversal_bad_input():
+    model = _model()
+    x = torch.rand(2, 12)
+    with pytest.raises(ValueError, match="eval mode"):
+        LevelSetTraversal(model.train()).traverse(x, x)
+    model.eval()
+    with pytest.raises(ValueError, match="same batch-first shape"):
+        LevelSetTraversal(model).traverse(x, x[:1])
+    with pytest.raises(ValueError):
+        LevelSetTraversal(model, step_size=0.0)
+    with pytest.raises(ValueError):
+        LevelSetTraversal(model, clip=(1.0, 0.0))
+    with pytest.raises(ValueError, match="source_class"):
+        LevelSetTraversal(model).traverse(x, x, source_class=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="NaN"):
+        LevelSetTraversal(model).traverse(x * float("nan"), x)
