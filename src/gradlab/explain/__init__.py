@@ -28,9 +28,24 @@ from gradlab.explain.local_approx import (
     lfa_preset,
 )
 from gradlab.explain.perturbation import KernelShap, Lime, Occlusion
+from gradlab.explain.data import KnownSignalSplit, make_anatomy_images, make_block_digits
+from gradlab.explain.evaluation import (
+    DiffROARResult,
+    attribution_mass_in_mask,
+    diffroar,
+    perturbation_faithfulness,
+    pixel_auroc,
+    pointing_game,
+    unmask_top_k,
+)
+from gradlab.explain.level_set import LevelSetTraversal, LSTResult
+from gradlab.explain.robust import PGD, train_classifier
 
 __all__ = [
     "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "DeepLift", "GradCAM",
     "GradCAMpp", "SmoothGradCAMpp", "Occlusion", "Lime", "KernelShap",
     "CLime", "LocalFunctionApproximation", "LFASetting", "lfa_preset", "LFA_METHODS",
+    "KnownSignalSplit", "make_anatomy_images", "make_block_digits",
+    "DiffROARResult", "diffroar", "unmask_top_k", "attribution_mass_in_mask", "pixel_auroc", "pointing_game",
+    "perturbation_faithfulness", "LevelSetTraversal", "LSTResult", "PGD", "train_classifier",
 ]
