@@ -10,6 +10,8 @@ Captum's defaults differ (signed SmoothGrad with noise as a fraction of the inpu
 Euclidean kernel, Grad-CAM with ReLU and upsampling).
 """
 
+from gradlab.explain.activation_profiles import ActivationProfiles, neuron_activation_profiles
+from gradlab.explain.ensembles import MultilabelEnsemble, majority_vote, micro_f1, probability_average
 from gradlab.explain.gradcam import GradCAM
 from gradlab.explain.gradcampp import GradCAMpp, SmoothGradCAMpp
 from gradlab.explain.gradients import (
@@ -45,6 +47,8 @@ __all__ = [
     "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "DeepLift", "GradCAM",
     "GradCAMpp", "SmoothGradCAMpp", "Occlusion", "Lime", "KernelShap",
     "CLime", "LocalFunctionApproximation", "LFASetting", "lfa_preset", "LFA_METHODS",
+    "ActivationProfiles", "neuron_activation_profiles", "MultilabelEnsemble", "majority_vote", "micro_f1",
+    "probability_average",
     "KnownSignalSplit", "make_anatomy_images", "make_block_digits",
     "DiffROARResult", "diffroar", "unmask_top_k", "attribution_mass_in_mask", "pixel_auroc", "pointing_game",
     "perturbation_faithfulness", "LevelSetTraversal", "LSTResult", "PGD", "train_classifier",
