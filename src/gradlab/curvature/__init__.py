@@ -2,6 +2,17 @@
 quadrature, directional sharpness, and the methods built on them (batch-size-aware learning rates,
 gradient-regularized Newton)."""
 
+from gradlab.curvature.batch_scaling import (
+    BatchLawFit,
+    BatchSpectrum,
+    LanczosLR,
+    batch_hessian_top_eigenvalues,
+    bisect_max_stable_lr,
+    fit_batch_law,
+    scale_learning_rate,
+    top_eigenvalue,
+)
+from gradlab.curvature.grad_reg_newton import GradRegNewton, WeightedGaussNewton
 from gradlab.curvature.hvp import (
     CurvatureOperator,
     DenseOperator,
@@ -13,9 +24,12 @@ from gradlab.curvature.hvp import (
     gauss_newton_vector_product,
     hessian_vector_product,
 )
+from gradlab.curvature.lanczos import LanczosResult, PowerIterationResult, extreme_eigenvalues, lanczos, power_iteration
 from gradlab.curvature.sharpness import DirectionalSharpness, directional_sharpness
+from gradlab.curvature.slq import SpectralDensity, TraceEstimate, hutchinson_trace, slq_spectral_density
 
 __all__ = [
+    # products
     "CurvatureOperator",
     "DenseOperator",
     "DoubleBackwardError",
@@ -25,6 +39,29 @@ __all__ = [
     "as_operator",
     "gauss_newton_vector_product",
     "hessian_vector_product",
+    # spectra
+    "LanczosResult",
+    "PowerIterationResult",
+    "extreme_eigenvalues",
+    "lanczos",
+    "power_iteration",
+    "SpectralDensity",
+    "TraceEstimate",
+    "hutchinson_trace",
+    "slq_spectral_density",
+    # sharpness
     "DirectionalSharpness",
     "directional_sharpness",
+    # batch-size scaling (Granziol et al.)
+    "BatchLawFit",
+    "BatchSpectrum",
+    "LanczosLR",
+    "batch_hessian_top_eigenvalues",
+    "bisect_max_stable_lr",
+    "fit_batch_law",
+    "scale_learning_rate",
+    "top_eigenvalue",
+    # gradient-regularized Newton (Semenov, Jaggi, Doikov)
+    "GradRegNewton",
+    "WeightedGaussNewton",
 ]
