@@ -64,6 +64,10 @@ def test_simplify_removes_dead_statements_but_keeps_state_read_next_step():
     # an overwritten value is dead
     prog2 = Program((S("sign", "u", ("g",)), S("scale", "u", ("g",), 2.0)))
     assert simplify(prog2).statements == (prog2.statements[1],)
+    # interp(a, a, c) == a
+    prog3 = Program((S("interp", "t0", ("g", "g"), 0.3), S("sign", "u", ("t0",))))
+    assert simplify(prog3).statements[0] == S("scale", "t0", ("g",), 1.0)
+    assert fingerprint(prog3) == fingerprint(Program((S("sign", "u", ("g",)),)))
 
 
 def test_fingerprint_identifies_equivalent_programs_and_rejects_degenerate_ones():

@@ -3,7 +3,7 @@
 Lion's search (arXiv 2302.06675, Sec. 2.2) removes redundant statements before reporting a program and hashes
 programs to skip evaluating duplicates. Here
 
-* :func:`simplify` drops every statement whose result can never reach the update ``u``: a backward liveness
+* :func:`simplify` rewrites ``interp(a, a, c)`` to ``a`` and drops every statement whose result can never reach the update ``u``: a backward liveness
   pass over the straight-line body, iterated to a fixed point because the state registers ``m``, ``v`` written in
   one step are read in the next;
 * :func:`fingerprint` runs the simplified program for a few steps on fixed random probe inputs and hashes the
@@ -19,14 +19,19 @@ import hashlib
 import numpy as np
 import torch
 
-from gradlab.optim.search.dsl import OUTPUT, STATE, InvalidProgram, Program, check_program, execute
+from gradlab.optim.search.dsl import OUTPUT, STATE, InvalidProgram, Program, Statement, check_program, execute
 
 __all__ = ["simplify", "fingerprint", "canonical_text"]
 
 
 def simplify(program: Program) -> Program:
-    """Return ``program`` without statements that cannot influence ``u`` (directly or through the state)."""
-    stmts = program.statements
+    """Return ``program`` without statements that cannot influence ``u`` (directly or through the state).
+
+    One algebraic rewrite is applied first: ``interp(a, a, c)`` (which equals ``a`` exactly) becomes
+    ``scale(a, 1)``.
+    """
+    stmts = tuple(Statement("scale", s.dst, (s.args[0],), 1.0) if s.op == "interp" and s.args[0] == s.args[1]
+                  else s for s in program.statements)
     live_end = {OUTPUT}
     live = [True] * len(stmts)
     for _ in range(len(STATE) + 2):
