@@ -113,7 +113,7 @@ def _train(x: torch.Tensor, y: torch.Tensor, k: int, make_opt, policy: AdaptiveB
        timeouts={"quick": 900})
 def adaptive_batch_efficiency(run: ClaimRun) -> Evidence:
     n, d, k = run.pick(smoke=2000, quick=20000), run.pick(smoke=10, quick=50), 10
-    budget = run.pick(smoke=40_000, quick=600_000)
+    budget = run.pick(smoke=8_000, quick=600_000)
     x, y = _teacher_data(n, d, k, seed=1000 + run.seed)
     t0 = time.perf_counter()
     run.progress(0.02, "full-batch optimum (L-BFGS)")
