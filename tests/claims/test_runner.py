@@ -60,13 +60,13 @@ def test_fingerprint_changes_with_the_paper_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     from gradlab.claims.types import Paper
 
-    paper = Paper(key="x", title="x", cluster="optim", components=("gradlab.core.seeding",))
+    paper = Paper(key="x", title="x", cluster="optim", components=("gradlab.claims.store",))
     before = paper_fingerprint(paper, "fpdemo.paper_x")
     assert paper_fingerprint(paper, "fpdemo.paper_x") == before
     mod.write_text("A = 2\n")
     os.utime(mod, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     assert paper_fingerprint(paper, "fpdemo.paper_x") != before
-    other = Paper(key="x", title="x", cluster="optim", components=("gradlab.core.datasets",))
+    other = Paper(key="x", title="x", cluster="optim", components=("gradlab.claims.report",))
     assert paper_fingerprint(other, "fpdemo.paper_x") != paper_fingerprint(paper, "fpdemo.paper_x")
     with pytest.raises(ValueError, match="component"):
         paper_fingerprint(Paper(key="x", title="x", cluster="optim", components=("gradlab.nope.Nothing",)),

@@ -18,13 +18,19 @@ _ALWAYS = ("gradlab.core", "gradlab.claims.types")
 
 
 def _module_files(module_name: str) -> list[Path]:
-    spec = importlib.util.find_spec(module_name)
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except ModuleNotFoundError:
+        spec = None
     if spec is None:
         # ``gradlab.optim.DiffGrad`` style: an attribute of a module; hash the module it lives in.
         parent, _, attr = module_name.rpartition(".")
         if not parent:
             raise ValueError(f"component {module_name!r} is not an importable module")
-        obj = getattr(importlib.import_module(parent), attr, None)
+        try:
+            obj = getattr(importlib.import_module(parent), attr, None)
+        except ImportError:
+            obj = None
         mod_name = getattr(obj, "__module__", None)
         if obj is None or mod_name is None:
             raise ValueError(f"component {module_name!r} is not an importable module or object")
