@@ -9,6 +9,7 @@ from gradlab.optim.adagradnorm import AdaGradNorm
 from gradlab.optim.clipping import CoordinateClip, clip_coordinates, coordinate_clip
 from gradlab.optim.diffgrad import DiffGrad
 from gradlab.optim.lion import Lion
+from gradlab.optim import search
 
 __all__: list[str] = [
     "AdaGradNorm",
@@ -17,4 +18,5 @@ __all__: list[str] = [
     "Lion",
     "clip_coordinates",
     "coordinate_clip",
+    "search",
 ]
