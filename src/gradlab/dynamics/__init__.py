@@ -1,0 +1,1 @@
+"""Training-dynamics laboratories: XOR-cluster grokking, NTK permutation ensembles, abc-parametrisations (muP)."""
