@@ -17,7 +17,9 @@ with :math:`\\beta_2`. Every coordinate moves by exactly :math:`\\pm\\eta` (or 0
 learning rate must be 3-10x smaller than AdamW's and :math:`\\lambda` 3-10x larger for the same effective
 decay :math:`\\eta\\lambda`. The decay is applied *outside* the sign, scaled by the current learning rate
 (as in the official code; some ports put it inside the sign or divide it by the initial learning rate).
-There is a single state buffer, half of Adam's optimizer memory.
+There is a single state buffer, half of Adam's optimizer memory. The interpolations are computed with
+``lerp`` (:math:`m + (1-\beta)(g - m)`), one pass over memory each; in float32 this rounds differently from
+``beta*m + (1-beta)*g`` and can flip ``sign(c)`` where :math:`c \approx 0` (the official code uses the latter).
 """
 
 from __future__ import annotations
@@ -128,9 +130,9 @@ def _lion_loop(
         step_t += 1
         if weight_decay != 0:
             p.mul_(1 - lr * weight_decay)
-        update = exp_avg.mul(beta1).add_(grad, alpha=1 - beta1).sign_()
+        update = exp_avg.lerp(grad, 1 - beta1).sign_()
         p.add_(update, alpha=-lr)
-        exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
+        exp_avg.lerp_(grad, 1 - beta2)
 
 
 def _lion_foreach(
@@ -144,9 +146,7 @@ def _lion_foreach(
         torch._foreach_add_(st, 1.0)
         if weight_decay != 0:
             torch._foreach_mul_(p, 1 - lr * weight_decay)
-        update = torch._foreach_mul(m, beta1)
-        torch._foreach_add_(update, g, alpha=1 - beta1)
+        update = torch._foreach_lerp(m, g, 1 - beta1)
         torch._foreach_sign_(update)
         torch._foreach_add_(p, update, alpha=-lr)
-        torch._foreach_mul_(m, beta2)
-        torch._foreach_add_(m, g, alpha=1 - beta2)
+        torch._foreach_lerp_(m, g, 1 - beta2)
