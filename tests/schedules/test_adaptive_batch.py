@@ -83,6 +83,9 @@ def test_coordinatewise_statistics():
     assert r.required == pytest.approx(ratios.max(), rel=1e-10)
     r = batch_test_statistics(torch.tensor(G), "norm", eta=0.5, coordinatewise=True, coordinate_quantile=0.5)
     assert r.required == pytest.approx(np.median(ratios), rel=1e-10)
+    for q in (0.0, 0.3, 0.77, 1.0):
+        r = batch_test_statistics(torch.tensor(G), "norm", eta=0.5, coordinatewise=True, coordinate_quantile=q)
+        assert r.required == pytest.approx(np.quantile(ratios, q), rel=1e-10)
     # for a single coordinate the inner-product test is the norm test with theta in place of eta
     r_ip = batch_test_statistics(torch.tensor(G), "augmented_inner_product", theta=0.5, coordinatewise=True,
                                  coordinate_quantile=0.5)

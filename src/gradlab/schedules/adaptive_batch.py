@@ -81,7 +81,7 @@ def batch_test_statistics(
         c = eta if test == "norm" else theta
         ratio = var / (c**2 * g.square())
         ratio = torch.where(var == 0, torch.zeros_like(ratio), ratio)  # 0/0: a noiseless coordinate passes
-        required = float(torch.quantile(ratio.double(), coordinate_quantile))
+        required = _quantile(ratio.double(), coordinate_quantile)
         stats["variance_trace"] = float(var.sum())
         return BatchTestResult(required, stats)
     if test == "norm":
@@ -101,6 +101,18 @@ def batch_test_statistics(
         stats["orthogonal_variance_trace"] = var_orth
         required = max(required, _ratio(var_orth, nu**2 * gnorm2, tiny))
     return BatchTestResult(required, stats)
+
+
+def _quantile(values: torch.Tensor, q: float) -> float:
+    """numpy's default (linear) quantile via ``kthvalue``, which, unlike ``torch.quantile``, has no size limit."""
+    n = values.numel()
+    pos = q * (n - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    v_lo = float(values.kthvalue(lo + 1).values)
+    v_hi = float(values.kthvalue(hi + 1).values) if hi != lo else v_lo
+    if math.isinf(v_lo) or math.isinf(v_hi):
+        return v_hi if pos > lo else v_lo
+    return v_lo + (pos - lo) * (v_hi - v_lo)
 
 
 def _ratio(num: float, den: float, tiny: float) -> float:
