@@ -49,7 +49,6 @@ differentiates the returned loss itself)::
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterable
 
 import torch

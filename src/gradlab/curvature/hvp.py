@@ -397,7 +397,9 @@ class HessianOperator(_ModelOperator):
         math_sdpa: run under the math scaled-dot-product-attention backend (needed for attention layers).
         vectorize: use ``vmap`` over the columns of ``matmat`` (set ``False`` for ops without batching rules).
 
-    The gradient graph is built once (lazily); each product is one backward pass through it.
+    The operator is a snapshot: parameters, buffers and batch are captured (detached) at construction, so later
+    training of ``model`` does not change it; build a new operator for a new point. The gradient graph is built once
+    (lazily); each product is one backward pass through it.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, batch: Any, **kwargs: Any) -> None:

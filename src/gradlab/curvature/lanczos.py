@@ -209,9 +209,7 @@ def power_iteration(
     op = as_operator(operator)
     n = check_int("num_iters", num_iters, minimum=1)
     check_positive("tol", tol)
-    v = _start(op, v0, 1, generator)[:, 0]
-    if v.ndim != 1:
-        raise ValueError("power_iteration takes a single start vector")
+    v = _start(op, v0, 1, generator)[:, 0]  # the first column if several are given
     v = v / v.norm()
     lam = torch.zeros((), dtype=op.dtype, device=op.device)
     for i in range(1, n + 1):
