@@ -1,0 +1,263 @@
+"""Coordinate checks and learning-rate transfer sweeps across widths (Yang & Hu 2021; Yang et al. 2022).
+
+*Coordinate check.* For each width ``n``, train a few steps on a fixed batch and record, for every watched
+module, the per-coordinate size of the feature update ``mean |h_t(x) - h_0(x)|``. Fitting
+``log mean|Δh| = slope * log n + const`` across widths gives the exponent: muP keeps every slope near 0
+(features move Theta(1)); NTK gives about -1/2 (features freeze); SP with a width-independent lr gives positive
+slopes (blow-up). Recording the *change* rather than the raw activation keeps the init contribution out (see the
+``mup`` package's ``get_coord_data``, which records raw sizes).
+
+*Learning-rate transfer.* Train each width over a grid of learning rates and compare the best lr across widths;
+under muP the optimum stays put, under SP it drifts with width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from gradlab.core import check_choice, check_int, check_positive
+from gradlab.dynamics.parametrization import AbcParametrization, abc_param_groups
+
+__all__ = ["CoordCheckResult", "coord_check", "LrSweepResult", "lr_transfer_sweep", "fit_width_slope"]
+
+ModelFactory = Callable[[int], nn.Module]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+OUTPUT = "<output>"
+
+
+def fit_width_slope(widths: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of ``log values`` against ``log widths`` (NaN if any value is not positive/finite)."""
+    v = np.asarray(values, dtype=float)
+    if v.shape != (len(widths),) or len(widths) < 2:
+        raise ValueError(f"need one value per width and at least two widths; got {len(widths)} widths, {v.shape}")
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        return float("nan")
+    return float(np.polyfit(np.log(np.asarray(widths, dtype=float)), np.log(v), 1)[0])
+
+
+def _make_optimizer(groups: list[dict], optimizer: str) -> torch.optim.Optimizer:
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups)
+    return torch.optim.Adam(groups)
+
+
+def _setup(
+    make_model: ModelFactory, width: int, parametrization: str | AbcParametrization, lr: float, optimizer: str,
+    base_width: int | None, zero_readout: bool,
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = make_model(width)
+    base = delta = None
+    if base_width is not None:
+        base, delta = make_model(base_width), make_model(2 * base_width)
+    groups = abc_param_groups(model, parametrization, lr, optimizer=optimizer, base=base, delta=delta,
+                              zero_readout=zero_readout)
+    return model, _make_optimizer(groups, optimizer)
+
+
+@dataclass
+class CoordCheckResult:
+    """``deltas[i, j, t]`` = mean over seeds of ``mean |h_{t+1} - h_0|`` for module ``layers[i]`` at ``widths[j]``."""
+
+    widths: list[int]
+    layers: list[str]
+    deltas: np.ndarray
+    parametrization: str
+
+    def slopes(self, step: int = -1) -> dict[str, float]:
+        """Width exponent of every watched module's update after ``step`` (default: the last step)."""
+        return {name: fit_width_slope(self.widths, self.deltas[i, :, step]) for i, name in enumerate(self.layers)}
+
+    def plot(self, ax=None, step: int = -1, title: str | None = None) -> Figure | None:
+        """Log-log plot of ``mean|Δh|`` vs width, one line per module."""
+        fig = None
+        if ax is None:
+            fig = Figure(figsize=(5, 4))
+            ax = fig.subplots()
+        slopes = self.slopes(step)
+        for i, name in enumerate(self.layers):
+            ax.loglog(self.widths, self.deltas[i, :, step], "o-", label=f"{name} ({slopes[name]:+.2f})")
+        ax.set_xlabel("width")
+        ax.set_ylabel("mean |h_t - h_0| per coordinate")
+        ax.set_title(title or f"coordinate check: {self.parametrization}")
+        ax.legend(fontsize=7)
+        return fig
+
+
+def coord_check(
+    make_model: ModelFactory,
+    widths: Sequence[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    parametrization: str | AbcParametrization,
+    lr: float,
+    steps: int = 3,
+    optimizer: str = "sgd",
+    seeds: Sequence[int] = (0,),
+    base_width: int | None = None,
+    modules: Sequence[str] | None = None,
+    zero_readout: bool = False,
+) -> CoordCheckResult:
+    """Record per-coordinate feature updates across widths.
+
+    Args:
+        make_model: ``width -> nn.Module``; module names must not depend on the width.
+        widths: the widths to check (>= 2).
+        x, y: one fixed batch; training repeats it for ``steps`` steps.
+        loss_fn: ``loss_fn(model(x), y)``.
+        parametrization: preset name or :class:`AbcParametrization`, applied with :func:`abc_param_groups`.
+        lr: base learning rate; optimizer: ``sgd`` | ``adam``.
+        seeds: model seeds to average over.
+        base_width: use shape-based width inference against ``make_model(base_width)`` (mup style); without it,
+            positional roles and absolute widths.
+        modules: names (``model.named_modules()``) whose outputs are watched; default every module that owns a
+            parameter directly, plus the model output (``"<output>"``).
+    """
+    widths = [check_int("width", w, minimum=1) for w in widths]
+    if len(widths) < 2:
+        raise ValueError("widths must contain at least two widths")
+    steps = check_int("steps", steps, minimum=1)
+    check_choice("optimizer", optimizer, ("sgd", "adam"))
+    lr = check_positive("lr", lr)
+    name = parametrization if isinstance(parametrization, str) else parametrization.name
+    layers: list[str] | None = None
+    deltas: list[np.ndarray] = []  # per width: (layers, steps)
+    for width in widths:
+        per_seed = []
+        for seed in seeds:
+            torch.manual_seed(int(seed))
+            model, opt = _setup(make_model, width, parametrization, lr, optimizer, base_width, zero_readout)
+            if layers is None:
+                layers = list(modules) if modules is not None else [
+                    n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))
+                ] + [OUTPUT]
+            watched = [n for n in layers if n != OUTPUT]
+            acts: dict[str, torch.Tensor] = {}
+            handles = []
+            for n in watched:
+                mod = model.get_submodule(n)
+                handles.append(mod.register_forward_hook(
+                    lambda _m, _i, out, n=n: acts.__setitem__(n, (out[0] if isinstance(out, tuple) else out).detach())
+                ))
+            try:
+                with torch.no_grad():
+                    out0 = model(x)
+                h0 = {**acts, OUTPUT: out0.detach()}
+                rec = np.zeros((len(layers), steps))
+                for t in range(steps):
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(model(x), y).backward()
+                    opt.step()
+                    with torch.no_grad():
+                        out = model(x)
+                    ht = {**acts, OUTPUT: out.detach()}
+                    for i, n in enumerate(layers):
+                        rec[i, t] = float((ht[n] - h0[n]).abs().mean())
+            finally:
+                for h in handles:
+                    h.remove()
+            per_seed.append(rec)
+        deltas.append(np.mean(per_seed, axis=0))
+    return CoordCheckResult(widths=widths, layers=list(layers or []), deltas=np.stack(deltas, axis=1),
+                            parametrization=name)
+
+
+@dataclass
+class LrSweepResult:
+    """``losses[j, i]``: final training loss (mean over seeds; inf if diverged) at ``widths[j]``, ``lrs[i]``."""
+
+    widths: list[int]
+    lrs: list[float]
+    losses: np.ndarray
+    parametrization: str
+
+    def best_lrs(self) -> list[float]:
+        """The loss-minimising learning rate for each width."""
+        return [self.lrs[int(np.nanargmin(row))] for row in self.losses]
+
+    def best_lr_shift(self) -> float:
+        """``|log2(best lr at the largest width / best lr at the smallest width)|`` (octaves)."""
+        best = self.best_lrs()
+        return float(abs(np.log2(best[-1] / best[0])))
+
+    def plot(self, ax=None, title: str | None = None) -> Figure | None:
+        """Loss vs learning rate, one curve per width (diverged runs are not drawn)."""
+        fig = None
+        if ax is None:
+            fig = Figure(figsize=(5, 4))
+            ax = fig.subplots()
+        for j, w in enumerate(self.widths):
+            ax.plot(self.lrs, np.where(np.isfinite(self.losses[j]), self.losses[j], np.nan), "o-", label=f"width {w}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("base learning rate")
+        ax.set_ylabel("final training loss")
+        ax.set_title(title or f"lr sweep: {self.parametrization}")
+        ax.legend(fontsize=7)
+        return fig
+
+
+def lr_transfer_sweep(
+    make_model: ModelFactory,
+    widths: Sequence[int],
+    lrs: Sequence[float],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    parametrization: str | AbcParametrization,
+    steps: int = 100,
+    batch_size: int | None = None,
+    optimizer: str = "sgd",
+    seeds: Sequence[int] = (0,),
+    base_width: int | None = None,
+    zero_readout: bool = False,
+    diverge_factor: float = 10.0,
+    progress: Callable[[float], None] | None = None,
+) -> LrSweepResult:
+    """Train every (width, lr) pair and record the final training loss.
+
+    The loss is averaged over the last 10% of steps (at least one) on the minibatches seen. A run whose loss is
+    non-finite or exceeds ``diverge_factor`` times its initial loss is marked diverged (``inf``). Minibatches
+    are drawn with a generator seeded by ``seed`` so every (width, lr) sees the same data order.
+    """
+    widths = [check_int("width", w, minimum=1) for w in widths]
+    lrs = [check_positive("lr", v) for v in lrs]
+    steps = check_int("steps", steps, minimum=1)
+    n = x.shape[0]
+    bs = n if batch_size is None else check_int("batch_size", batch_size, minimum=1, maximum=n)
+    name = parametrization if isinstance(parametrization, str) else parametrization.name
+    losses = np.zeros((len(widths), len(lrs)))
+    tail = max(1, steps // 10)
+    total, done = len(widths) * len(lrs) * len(seeds), 0
+    for j, width in enumerate(widths):
+        for i, lr in enumerate(lrs):
+            finals = []
+            for seed in seeds:
+                torch.manual_seed(int(seed))
+                model, opt = _setup(make_model, width, parametrization, lr, optimizer, base_width, zero_readout)
+                gen = torch.Generator().manual_seed(int(seed))
+                hist, first = [], None
+                for _ in range(steps):
+                    idx = torch.randperm(n, generator=gen)[:bs] if bs < n else slice(None)
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(x[idx]), y[idx])
+                    v = float(loss.detach())
+                    first = v if first is None else first
+                    if not np.isfinite(v) or v > diverge_factor * max(first, 1e-12):
+                        hist = [float("inf")]
+                        break
+                    hist.append(v)
+                    loss.backward()
+                    opt.step()
+                finals.append(float(np.mean(hist[-tail:])))
+                done += 1
+                if progress is not None:
+                    progress(done / total)
+            losses[j, i] = float(np.mean(finals))
+    return LrSweepResult(widths=widths, lrs=lrs, losses=losses, parametrization=name)
