@@ -155,3 +155,31 @@ def test_bad_inputs():
         DenseOperator(torch.ones(2, 3))
     with pytest.raises(ValueError, match="symmetric"):
         DenseOperator(torch.tensor([[1.0, 2.0], [0.0, 1.0]]))
+
+
+class _TwoInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 2)
+        self.b = nn.Linear(2, 2, bias=False)
+
+    def forward(self, x, z=None):
+        return self.a(x) + self.b(z)
+
+
+def test_tuple_and_keyword_inputs_agree():
+    torch.manual_seed(0)
+    model = _TwoInput().double()
+    x, z = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    y = torch.randn(5, 2, dtype=torch.float64)
+    mse = nn.MSELoss()
+    H_pos = HessianOperator(model, mse, ((x, z), y)).to_dense()
+    H_kw = HessianOperator(model, mse, ({"x": x, "z": z}, y)).to_dense()
+    torch.testing.assert_close(H_pos, H_kw)
+    # the loss is quadratic in the parameters: H = 2/(N*2) * sum feature outer products, checked explicitly
+    feats = torch.cat([x, torch.ones(5, 1, dtype=torch.float64), z], dim=1)  # per-output features
+    G = 2 * feats.T @ feats / 10
+    # parameter order: a.weight (2x3), a.bias (2), b.weight (2x2); rows of each weight belong to one output
+    idx = [[0, 1, 2, 6, 8, 9], [3, 4, 5, 7, 10, 11]]
+    for o in range(2):
+        torch.testing.assert_close(H_pos[idx[o]][:, idx[o]], G)

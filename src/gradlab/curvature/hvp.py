@@ -244,14 +244,17 @@ def _cast(obj: Any, dtype: torch.dtype | None, device: torch.device | None) -> A
     return obj
 
 
-def _split_batch(batch: Any) -> tuple[tuple[Any, ...], Any]:
+def _split_batch(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise TypeError(
-            "batch must be a pair (inputs, targets); inputs is a tensor or a tuple of positional model inputs"
+            "batch must be a pair (inputs, targets); inputs is a tensor, a tuple of positional model inputs or a "
+            "dict of keyword inputs"
         )
     inputs, targets = batch
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs), targets
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    return args, targets
+    return args, {}, targets
 
 
 class _ModelObjective:
@@ -286,14 +289,14 @@ class _ModelObjective:
         self.params = {n: _cast(named[n].detach(), dtype, None) for n in chosen}
         self.fixed = {n: _cast(p.detach(), dtype, None) for n, p in named.items() if n not in self.params}
         self.buffers = {n: _cast(b.detach(), dtype, None) for n, b in model.named_buffers()}
-        self.args, self.targets = _split_batch(_cast(batch, dtype, device))
+        self.args, self.kwargs, self.targets = _split_batch(_cast(batch, dtype, device))
         self.layout = _Layout(list(self.params.items()))
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
 
     def outputs(self, p: Mapping[str, torch.Tensor]) -> Any:
         buffers = {n: b.clone() for n, b in self.buffers.items()}  # never mutate running statistics
-        return functional_call(self.model, ({**self.fixed, **p}, buffers), self.args)
+        return functional_call(self.model, ({**self.fixed, **p}, buffers), self.args, self.kwargs)
 
     def loss(self, p: Mapping[str, torch.Tensor]) -> torch.Tensor:
         out = self.loss_fn(self.outputs(p), self.targets)
@@ -390,7 +393,8 @@ class HessianOperator(_ModelOperator):
     Args:
         model: any ``nn.Module``; its parameters are read (detached), never modified.
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` (e.g. ``nn.CrossEntropyLoss()``).
-        batch: ``(inputs, targets)``; ``inputs`` is a tensor or a tuple of positional model inputs.
+        batch: ``(inputs, targets)``; ``inputs`` is a tensor, a tuple of positional model inputs or a dict of
+            keyword inputs (e.g. ``{"input_ids": ..., "attention_mask": ...}``).
         params: names of the parameters to differentiate (default: all with ``requires_grad``); the others are fixed.
         dtype: cast parameters, buffers and floating batch tensors (``torch.float64`` for reference-grade products).
         eval_mode: evaluate in eval mode (BatchNorm running statistics, no Dropout); see the module docstring.
