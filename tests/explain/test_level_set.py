@@ -99,3 +99,19 @@ def test_traversal_bad_input():
         LevelSetTraversal(model).traverse(x, x, source_class=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="NaN"):
         LevelSetTraversal(model).traverse(x * float("nan"), x)
+
+
+def test_first_traversal_step_is_orthogonal_to_the_confidence_gradient():
+    model = _model(2).double()
+    src = torch.rand(4, 12, dtype=torch.float64)
+    tgt = torch.rand(4, 12, dtype=torch.float64)
+    res = LevelSetTraversal(model, step_size=0.3, n_steps=1, p_thresh=1.0, correction_steps=0, clip=None).traverse(
+        src, tgt, source_class=1)
+    x = src.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_conf(model, x, 1).sum(), x)  # gradient of p itself, not log p: same direction
+    step = res.path[1] - res.path[0]
+    cos = (step * g).sum(dim=1) / (step.norm(dim=1) * g.norm(dim=1))
+    assert float(cos.abs().max()) < 1e-8
+    v = tgt - src
+    expected = 0.3 * (v - ((v * g).sum(dim=1, keepdim=True) / (g * g).sum(dim=1, keepdim=True)) * g)
+    torch.testing.assert_close(step, expected)

@@ -95,7 +95,8 @@ def make_block_digits(
     rng = numpy_rng(seed)
     digits = load_digits_split(images=True)
     null = null_block_pattern(8)
-    lookup = {c: i for i, c in enumerate(classes)}
+    lookup = torch.full((10,), -1, dtype=torch.int64)
+    lookup[torch.tensor(list(classes))] = torch.arange(len(classes))
 
     def build(x: torch.Tensor, y: torch.Tensor, n: int | None, name: str) -> tuple[torch.Tensor, ...]:
         keep = torch.isin(y, torch.tensor(list(classes)))
@@ -107,7 +108,7 @@ def make_block_digits(
             idx = rng.integers(0, len(y), size=n)
         idx_t = torch.as_tensor(idx)
         sel_x = x[idx_t]
-        labels = torch.tensor([lookup[int(v)] for v in y[idx_t].tolist()], dtype=torch.int64)
+        labels = lookup[y[idx_t]]
         top = torch.ones(len(idx), dtype=torch.bool) if fixed_top else torch.as_tensor(rng.random(len(idx)) < 0.5)
         images, masks = _stack_blocks(sel_x, top, null)
         if noise > 0:
