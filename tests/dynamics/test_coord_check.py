@@ -56,3 +56,23 @@ def test_lr_transfer_sweep_marks_divergence_and_picks_best():
     assert np.all(np.isinf(res.losses[:, 2]))  # lr = 1e6 diverges
     assert res.best_lrs() == [0.1, 0.1] and res.best_lr_shift() == 0.0
     assert res.plot() is not None
+
+
+def test_transformer_coord_check_under_adam():
+    from gradlab.dynamics.width_models import TinyTransformer
+
+    g = torch.Generator().manual_seed(0)
+    tok, tgt = torch.randint(0, 13, (8, 16), generator=g), torch.randint(0, 13, (8, 16), generator=g)
+
+    def ce(out, t):
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), t.reshape(-1))
+
+    watched = ["blocks.0.fc2", "blocks.0.proj", "readout"]
+    slopes = {}
+    for p in ("sp", "mup"):
+        make = lambda w, p=p: TinyTransformer(13, w, depth=1, heads=2, max_len=16, attn_scale=p)
+        r = coord_check(make, [32, 64, 128, 256], tok, tgt, ce, p, lr=3e-3, steps=3, optimizer="adam",
+                        base_width=32, modules=watched)
+        slopes[p] = r.slopes()
+    assert slopes["sp"]["readout"] > 0.3  # SP + Adam: logit updates grow with width
+    assert all(abs(v) < 0.3 for v in slopes["mup"].values())  # muP: Theta(1)
