@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from gradlab.claims.registry import load_registry
+from gradlab.claims.registry import find_claim
 from gradlab.claims.types import ClaimRun, Evidence, ProgressFn, _no_progress, check_scale
 from gradlab.core.seeding import seed_everything
 
@@ -16,8 +16,7 @@ def run_claim_inline(claim_id: str, scale: str = "smoke", seed: int = 0, progres
     Raises ``KeyError`` for an unknown claim and ``TypeError`` when the claim returns something else.
     """
     check_scale(scale)
-    registry = load_registry()
-    spec = registry.claim(claim_id)
+    spec = find_claim(claim_id)
     seed_everything(seed)
     with tempfile.TemporaryDirectory(prefix="gradlab-claim-") as scratch:
         evidence = spec.fn(ClaimRun(seed=seed, scale=scale, scratch=Path(scratch), progress_fn=progress))

@@ -9,6 +9,7 @@ which re-import the registry, see them too.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -114,6 +115,21 @@ def _paper_modules() -> list[str]:
     mods = [f"gradlab.papers.{n}" for n in names]
     extra = [m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip()]
     return mods + extra
+
+
+def find_claim(claim_id: str) -> ClaimSpec:
+    """The spec of ``claim_id`` importing only its paper's module (fast path for workers).
+
+    Falls back to the full registry (plugins from ``GRADLAB_EXTRA_PAPERS``) when the paper is not a seed module.
+    """
+    paper = claim_id.split("/", 1)[0]
+    module_name = "gradlab.papers." + paper.replace("-", "_")
+    if importlib.util.find_spec(module_name) is not None:
+        importlib.import_module(module_name)
+        spec = _CLAIMS.get(claim_id)
+        if spec is not None and spec.module == module_name:
+            return spec
+    return load_registry().claim(claim_id)
 
 
 def load_registry() -> Registry:

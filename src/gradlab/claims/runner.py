@@ -19,6 +19,7 @@ from gradlab.claims.fingerprint import paper_fingerprint
 from gradlab.claims.registry import Registry
 from gradlab.claims.store import ResultRow, ResultStore
 from gradlab.claims.types import ClaimSpec, check_scale
+from gradlab.core.parallel import ray_init
 
 BACKENDS = ("local", "ray")
 
@@ -189,19 +190,8 @@ def _run_ray(todo: list[Task], store: ResultStore, workers: int, notify: Observe
 
     env = {k: os.environ[k] for k in ("GRADLAB_EXTRA_PAPERS", "PYTHONPATH") if k in os.environ}
     threads = 1 if address else _threads_per_worker(workers)
-    env.update({"OMP_NUM_THREADS": str(threads), "MPLBACKEND": "Agg"})
-    runtime_env: dict[str, Any] = {"env_vars": env}
-    init_kwargs: dict[str, Any] = dict(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                                       runtime_env=runtime_env)
-    if address:
-        import gradlab
-
-        runtime_env["py_modules"] = [os.path.dirname(gradlab.__file__)]
-        init_kwargs["address"] = address
-    else:
-        init_kwargs["num_cpus"] = workers
-    started_ray = not ray.is_initialized()
-    ray.init(**init_kwargs)
+    env["OMP_NUM_THREADS"] = str(threads)
+    started_ray = ray_init(address, None if address else workers, env)
     remote = ray.remote(num_cpus=1, max_retries=0)(execute_claim)
     pending = deque(todo)
     running: dict[Any, tuple[Task, float, float]] = {}

@@ -36,11 +36,11 @@ def execute_claim(
                               "notes": "", "pngs": {}, "traceback": "", "started_at": started}
     try:
         _limit_threads(max(1, int(threads)))
-        from gradlab.claims.registry import load_registry
+        from gradlab.claims.registry import find_claim
         from gradlab.claims.types import ClaimRun, Evidence
         from gradlab.core.seeding import seed_everything
 
-        spec = load_registry().claim(claim_id)
+        spec = find_claim(claim_id)
         seed_everything(seed)
         with tempfile.TemporaryDirectory(prefix="gradlab-claim-") as scratch:
             run = ClaimRun(seed=seed, scale=scale, scratch=Path(scratch),

@@ -1,0 +1,107 @@
+"""Map a function over items sequentially, in local worker processes, or as Ray tasks.
+
+Components that fan out independent evaluations (the update-rule program search, tuning sweeps) take a
+``map_fn(fn, items) -> list``; :func:`make_map` builds one for each backend, so the same code runs on one
+core, on all local cores, or on a Ray cluster. Each worker process runs torch with one thread (oversubscribed
+cores are ~10x slower). ``fn`` must be a picklable module-level function.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Iterable, Sequence
+
+import multiprocessing as mp
+
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], list]
+MAP_BACKENDS = ("sequential", "local", "ray")
+
+
+def _single_thread_worker() -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def sequential_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
+    """``list(map(fn, items))``: the reference every other backend must equal."""
+    return [fn(item) for item in items]
+
+
+def local_map(workers: int) -> MapFn:
+    """A map over a pool of ``workers`` spawned processes (one torch thread each), created per call."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int; got {workers!r}")
+
+    def map_fn(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
+        items = list(items)
+        if len(items) <= 1 or workers == 1:
+            return sequential_map(fn, items)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx,
+                                 initializer=_single_thread_worker) as pool:
+            return list(pool.map(fn, items))
+
+    return map_fn
+
+
+def ray_init(address: str | None = None, num_cpus: int | None = None, env_vars: dict[str, str] | None = None) -> bool:
+    """Start (or connect to) Ray once; return True when this call started it (so the caller shuts it down).
+
+    With ``address`` the gradlab package is shipped to the cluster as a ``py_module``.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    runtime_env: dict[str, Any] = {"env_vars": {"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **(env_vars or {})}}
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    if address:
+        import gradlab
+
+        runtime_env["py_modules"] = [os.path.dirname(gradlab.__file__)]
+        kwargs["address"] = address
+    elif num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+    return True
+
+
+def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+def ray_map(address: str | None = None, workers: int | None = None) -> MapFn:
+    """A map whose items run as Ray tasks (one CPU each) on a local Ray or the cluster at ``address``."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive int or None; got {workers!r}")
+
+    def map_fn(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
+        import ray
+
+        ray_init(address, workers)
+        remote = ray.remote(num_cpus=1, max_retries=0)(_apply)
+        return ray.get([remote.remote(fn, item) for item in items])
+
+    return map_fn
+
+
+def make_map(backend: str = "sequential", workers: int = 1, address: str | None = None) -> MapFn:
+    """The map function for ``backend`` in :data:`MAP_BACKENDS`."""
+    if backend not in MAP_BACKENDS:
+        raise ValueError(f"backend must be one of {MAP_BACKENDS}; got {backend!r}")
+    if backend == "sequential":
+        return sequential_map
+    if backend == "local":
+        return local_map(workers)
+    return ray_map(address, workers)
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """Split ``items`` into consecutive chunks of at most ``size`` (for internal batching)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int; got {size!r}")
+    return [items[i:i + size] for i in range(0, len(items), size)]
