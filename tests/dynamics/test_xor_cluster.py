@@ -73,3 +73,13 @@ def test_history_and_one_step_overfitting():
     clean = task.sample(10, g, flip=False)
     h = train_xor_gd(XORTwoLayerReLU(2000, 4), clean, lr=0.01, steps=1)
     assert math.isnan(h.flipped_fit[0]) and math.isnan(h.test_acc[0])
+
+
+def test_neuron_alignment():
+    model = XORTwoLayerReLU(5, 4)
+    means = torch.tensor([[2.0, 0, 0, 0, 0], [0, 3.0, 0, 0, 0]])
+    with torch.no_grad():
+        model.weight.zero_()
+        model.weight[:2, 0] = torch.tensor([1.0, -4.0])  # a_j > 0 neurons along ±mu_1
+        model.weight[2:, 1] = torch.tensor([0.5, -2.0])  # a_j < 0 neurons along ±mu_2
+    assert torch.allclose(model.neuron_alignment(means), torch.eye(2))

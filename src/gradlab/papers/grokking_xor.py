@@ -36,7 +36,7 @@ def one_step_overfit_then_grok(run: ClaimRun) -> Evidence:
     mu_sq = n**0.51 * math.sqrt(p)
     lr, omega = 0.02, 1e-6
     record = sorted({0, 1, 2, 3, 5, 10, 20, 50, 100, steps} & set(range(steps + 1)))
-    histories = []
+    histories, alignments = [], []
     for s in range(seeds):
         gen = torch.Generator().manual_seed(1000 * run.seed + s)
         task = XORClusterTask(dim=p, mu_norm=math.sqrt(mu_sq), flip_prob=flip)
@@ -44,6 +44,7 @@ def one_step_overfit_then_grok(run: ClaimRun) -> Evidence:
         test = task.sample(n_test, gen, flip=False)
         model = XORTwoLayerReLU(p, m, init_std=omega, generator=gen)
         histories.append(train_xor_gd(model, train, lr=lr, steps=steps, test=test, record_at=record))
+        alignments.append(model.neuron_alignment(task.means))
         run.progress((s + 1) / seeds, f"seed {s + 1}/{seeds}")
 
     def mean_at(step: int, key: str) -> float:
@@ -58,6 +59,8 @@ def one_step_overfit_then_grok(run: ClaimRun) -> Evidence:
         "clean_test_acc_final": mean_at(steps, "test_acc"),
         "clean_test_acc_init": mean_at(0, "test_acc"),
         "min_clean_test_acc_final": float(min(h.at(steps)["test_acc"] for h in histories)),
+        # mean |cos| of final neurons with the cluster means: rows (a_j > 0, a_j < 0), columns (mu_1, mu_2)
+        "final_neuron_alignment": torch.stack(alignments).mean(0).tolist(),
         "n": n, "p": p, "width": m, "mu_norm_sq": mu_sq, "flip_prob": flip, "lr": lr, "steps": steps, "seeds": seeds,
     }
     passed = (
