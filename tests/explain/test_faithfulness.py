@@ -52,7 +52,7 @@ def test_curve_and_errors():
     attr = torch.randn(5, 6)
     curve = perturbation_curve(model, x, attr, 0, ks=[1, 2, 6])
     assert curve.shape == (3,) and torch.isfinite(curve).all()
-    with pytest.raises(ValueError, match="eval mode"):
+    with pytest.raises(ValueError, match="training mode"):
         perturbation_faithfulness(model.train(), x, attr, 0, k=1)
     model.eval()
     with pytest.raises(ValueError):

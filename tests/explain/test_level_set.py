@@ -86,7 +86,7 @@ def test_traversal_keeps_confidence_and_moves_toward_target():
 def test_traversal_bad_input():
     model = _model()
     x = torch.rand(2, 12)
-    with pytest.raises(ValueError, match="eval mode"):
+    with pytest.raises(ValueError, match="training mode"):
         LevelSetTraversal(model.train()).traverse(x, x)
     model.eval()
     with pytest.raises(ValueError, match="same batch-first shape"):
@@ -115,3 +115,9 @@ def test_first_traversal_step_is_orthogonal_to_the_confidence_gradient():
     v = tgt - src
     expected = 0.3 * (v - ((v * g).sum(dim=1, keepdim=True) / (g * g).sum(dim=1, keepdim=True)) * g)
     torch.testing.assert_close(step, expected)
+
+
+def test_traversal_dtype_mismatch_is_a_clear_error():
+    model = _model()
+    with pytest.raises(TypeError, match="dtype"):
+        LevelSetTraversal(model).traverse(torch.rand(2, 12, dtype=torch.float64), torch.rand(2, 12, dtype=torch.float64))

@@ -106,3 +106,8 @@ def test_adversarial_training_improves_robust_accuracy():
     assert robust_acc(rob) > robust_acc(std) + 0.2
     with pytest.raises(ValueError, match="attack.model"):
         train_classifier(nn.Linear(20, 2), x, y, attack=PGD(std, eps=0.1))
+
+
+def test_pgd_dtype_mismatch_is_a_clear_error():
+    with pytest.raises(TypeError, match="dtype"):
+        PGD(_linear_model(), eps=0.1)(torch.rand(3, 5, dtype=torch.float64), torch.zeros(3, dtype=torch.long))

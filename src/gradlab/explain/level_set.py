@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from gradlab.core import check_int, check_positive, check_range, check_tensor, check_type, torch_generator
+from gradlab.explain._common import check_inputs, check_model
 
 __all__ = ["LSTResult", "LevelSetTraversal", "orthogonal_step"]
 
@@ -156,16 +157,13 @@ class LevelSetTraversal:
                  source_class: int | torch.Tensor | None = None) -> LSTResult:
         """Traverse from each ``source[i]`` toward ``target[i]`` on the level set of ``source_class`` (default:
         the model's prediction at the source)."""
-        if self.model.training:
-            raise ValueError("model must be in eval mode for level set traversal (call model.eval() first)")
-        check_tensor("source", source, floating=True, finite=True)
-        check_tensor("target", target, floating=True, finite=True)
+        check_model(self.model, require_module=True)
+        check_inputs(source, self.model, "source")
+        check_inputs(target, self.model, "target")
         if source.shape != target.shape or source.ndim < 2:
             raise ValueError(f"source and target must have the same batch-first shape; got {tuple(source.shape)} "
                              f"and {tuple(target.shape)}")
         n = source.shape[0]
-        if n == 0:
-            raise ValueError("source and target must hold at least one image")
         src, tgt = source.detach(), target.detach()
         if source_class is None:
             with torch.no_grad():

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type, torch_generator
+from gradlab.explain._common import check_inputs
 
 __all__ = ["PGD", "project_l2", "project_linf", "train_classifier"]
 
@@ -106,9 +107,9 @@ class PGD:
         return x if self.clip is None else x.clamp(*self.clip)
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_tensor("inputs", inputs, floating=True, finite=True)
+        check_inputs(inputs, self.model)
         check_tensor("labels", labels, ndim=1)
-        if inputs.ndim < 2 or len(labels) != inputs.shape[0]:
+        if len(labels) != inputs.shape[0]:
             raise ValueError(f"inputs (batch first) and labels must have the same length; got {tuple(inputs.shape)} "
                              f"and {tuple(labels.shape)}")
         loss_fn = self.loss_fn or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
@@ -142,7 +143,7 @@ def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tenso
     training; ``attack.model`` must be ``model``). The model is trained in place, returned in eval mode.
     """
     check_type("model", model, nn.Module)
-    check_tensor("inputs", inputs, floating=True, finite=True)
+    check_inputs(inputs, model)
     check_tensor("labels", labels, ndim=1)
     if len(labels) != inputs.shape[0]:
         raise ValueError(f"labels has {len(labels)} entries for {inputs.shape[0]} inputs")

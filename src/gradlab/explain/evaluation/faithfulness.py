@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type, torch_generator
+from gradlab.explain._common import check_inputs, check_model
 
 __all__ = ["perturbation_faithfulness", "perturbation_curve"]
 
@@ -56,12 +57,6 @@ def _forward(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batc
     return torch.cat(outs)
 
 
-def _check_model(model: nn.Module) -> None:
-    check_type("model", model, nn.Module)
-    if model.training:
-        raise ValueError("model must be in eval mode for faithfulness metrics (call model.eval() first)")
-
-
 def perturbation_faithfulness(model: nn.Module, inputs: torch.Tensor, attributions: torch.Tensor,
                               target: int | torch.Tensor, k: int, neighbourhood: str = "removal",
                               largest: bool = True, baseline: float | torch.Tensor = 0.0, sigma: float = 0.1,
@@ -71,8 +66,8 @@ def perturbation_faithfulness(model: nn.Module, inputs: torch.Tensor, attributio
 
     Ties in ``|attributions|`` are broken by coordinate order. Returns a tensor of shape ``(n,)``.
     """
-    _check_model(model)
-    check_tensor("inputs", inputs, floating=True, finite=True)
+    check_model(model)
+    check_inputs(inputs, model)
     check_tensor("attributions", attributions, floating=True, finite=True)
     if attributions.shape != inputs.shape:
         raise ValueError(f"attributions must have the inputs' shape {tuple(inputs.shape)}; got {tuple(attributions.shape)}")
