@@ -2,6 +2,7 @@
 quadrature, directional sharpness, and the methods built on them (batch-size-aware learning rates,
 gradient-regularized Newton)."""
 
+from gradlab.curvature.adasketch import AdaSketchNewton, AdaSketchResult, EqualityConstrainedProblem
 from gradlab.curvature.batch_scaling import (
     BatchLawFit,
     BatchSpectrum,
@@ -26,6 +27,7 @@ from gradlab.curvature.hvp import (
 )
 from gradlab.curvature.lanczos import LanczosResult, PowerIterationResult, extreme_eigenvalues, lanczos, power_iteration
 from gradlab.curvature.sharpness import DirectionalSharpness, directional_sharpness
+from gradlab.curvature.sketching import SketchSolveResult, sketch_solve
 from gradlab.curvature.slq import SpectralDensity, TraceEstimate, hutchinson_trace, slq_spectral_density
 
 __all__ = [
@@ -64,4 +66,10 @@ __all__ = [
     # gradient-regularized Newton (Semenov, Jaggi, Doikov)
     "GradRegNewton",
     "WeightedGaussNewton",
+    # equality-constrained AdaSketch-Newton (Hong, Na, Mahoney, Kolar)
+    "AdaSketchNewton",
+    "AdaSketchResult",
+    "EqualityConstrainedProblem",
+    "SketchSolveResult",
+    "sketch_solve",
 ]
