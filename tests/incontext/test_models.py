@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from gradlab.incontext.models import (
+    ICLTransformer, LinearSelfAttention, MultiLayerLSA, ar_tokens, regression_prediction, regression_tokens,
+)
+from gradlab.incontext.tasks import LinearRegressionTask
+
+
+def _loop_reference(layer: LinearSelfAttention, e: torch.Tensor) -> torch.Tensor:
+    """Token-by-token evaluation of the LSA formula (independent of the batched implementation)."""
+    kq, pv = layer.merged_weights()
+    b, t, _ = e.shape
+    out = torch.zeros(b, t, layer.out_dim, dtype=e.dtype)
+    for i in range(t):
+        if layer.causal:
+            keys = list(range(i + 1))
+        else:
+            keys = list(range(t)) if layer.include_query else list(range(t - 1))
+        rho = max(i, 1) if layer.causal else max(t - 1, 1)
+        for h in range(layer.n_heads):
+            for j in keys:
+                s = (e[:, j].conj()[:, None, :] @ kq[h] @ e[:, i][..., None]).reshape(b)
+                if layer.normalize:
+                    s = s / rho
+                out[:, i] += s[:, None] * (pv[h] @ e[:, j][..., None]).squeeze(-1)
+    return e + out if layer.residual else out
+
+
+@pytest.mark.parametrize("param", ["separate", "merged"])
+@pytest.mark.parametrize("causal,include_query,normalize", [(False, False, False), (False, True, True),
+                                                            (True, True, True)])
+def test_lsa_matches_loop(param, causal, include_query, normalize):
+    torch.manual_seed(0)
+    layer = LinearSelfAttention(4, n_heads=2, parametrization=param, causal=causal, include_query=include_query,
+                                normalize=normalize, init_std=0.3, dtype=torch.float64)
+    e = torch.randn(3, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(layer(e), _loop_reference(layer, e))
+    torch.testing.assert_close(layer(e, last_only=True), layer(e)[:, -1:])
+
+
+def test_complex_causal_lsa_matches_loop():
+    torch.manual_seed(1)
+    layer = LinearSelfAttention(4, out_dim=2, residual=False, parametrization="merged", causal=True,
+                                normalize=True, init_std=0.3, dtype=torch.complex128)
+    e = torch.randn(2, 6, 4, dtype=torch.complex128)
+    torch.testing.assert_close(layer(e), _loop_reference(layer, e))
+
+
+def test_softmax_attention_rows_sum_to_one():
+    torch.manual_seed(0)
+    layer = LinearSelfAttention(3, parametrization="merged", softmax=True, causal=True, init_std=0.5,
+                                dtype=torch.float64)
+    with torch.no_grad():
+        layer.w_pv.copy_(torch.eye(3, dtype=torch.float64)[None])
+    e = torch.randn(2, 4, 3, dtype=torch.float64)
+    out = layer(e) - e
+    torch.testing.assert_close(out[:, 0], e[:, 0])  # first token only attends to itself
+
+
+def test_causality():
+    torch.manual_seed(0)
+    layer = LinearSelfAttention(3, causal=True, init_std=0.5)
+    e = torch.randn(2, 6, 3)
+    e2 = e.clone()
+    e2[:, 4:] += 1.0
+    torch.testing.assert_close(layer(e)[:, :4], layer(e2)[:, :4])
+
+
+def test_multilayer_hidden_and_sharing():
+    m = MultiLayerLSA(5, 3, shared=True, mlp_hidden=8)
+    assert len(m.layers) == 1 and len(m.mlps) == 1
+    hidden = m(torch.randn(2, 4, 5), return_hidden=True)
+    assert len(hidden) == 4 and all(h.shape == (2, 4, 5) for h in hidden)
+    assert len(MultiLayerLSA(5, 3).layers) == 3
+
+
+def test_tokens_and_prediction():
+    b = LinearRegressionTask(3, seed=0).sample(2, 4)
+    e = regression_tokens(b)
+    assert e.shape == (2, 5, 4)
+    torch.testing.assert_close(e[:, :4, :3], b.xs)
+    torch.testing.assert_close(e[:, :4, 3], b.ys)
+    assert float(e[:, 4, 3].abs().max()) == 0.0
+    torch.testing.assert_close(regression_prediction(e, sign=-1.0), -e[:, -1, -1])
+    x = torch.randn(2, 5, 3)
+    a = ar_tokens(x)
+    torch.testing.assert_close(a[:, 1:, 3:], x[:, :-1])
+    assert float(a[:, 0, 3:].abs().max()) == 0.0
+
+
+def test_icl_transformer_causal_and_hidden():
+    torch.manual_seed(0)
+    m = ICLTransformer(3, 6, width=16, n_layers=2, n_heads=2)
+    b = LinearRegressionTask(3, seed=0).sample(4, 6)
+    pred, hidden = m(b.xs, b.ys, return_hidden=True)
+    assert pred.shape == (4, 6) and hidden.shape == (2, 4, 6, 16)
+    ys2 = b.ys.clone()
+    ys2[:, 3] += 5.0  # y_4 must not influence predictions for positions <= 4 (prediction i uses y_<i)
+    torch.testing.assert_close(m(b.xs, ys2)[:, :4], pred[:, :4])
+    assert not torch.allclose(m(b.xs, ys2)[:, 4:], pred[:, 4:])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="parametrization"):
+        LinearSelfAttention(3, parametrization="tied")
+    with pytest.raises(ValueError, match="residual"):
+        LinearSelfAttention(3, out_dim=2)
+    with pytest.raises(ValueError, match="last dimension"):
+        LinearSelfAttention(3)(torch.randn(2, 4, 5))
+    with pytest.raises(ValueError, match="divisible"):
+        ICLTransformer(3, 5, width=10, n_heads=4)
+    with pytest.raises(ValueError, match="max_points|xs must"):
+        ICLTransformer(3, 2, width=8, n_heads=2)(torch.randn(1, 4, 3), torch.randn(1, 4))
