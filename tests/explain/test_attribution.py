@@ -15,6 +15,7 @@ from gradlab.explain import (
     GradCAM,
     GuidedBackprop,
     InputXGradient,
+    LRP,
     IntegratedGradients,
     KernelShap,
     Lime,
@@ -306,6 +307,7 @@ ALL = [
     lambda m: (GradCAM(m, m.relu2), {}),
     lambda m: (Occlusion(m), {"sliding_window_shapes": (1, 4, 4), "strides": (1, 4, 4)}),
     lambda m: (Lime(m), {"n_samples": 5, "seed": 0, "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)}),
+    lambda m: (LRP(m), {}),
     lambda m: (KernelShap(m), {"n_samples": 5, "seed": 0, "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)}),
 ]
 
@@ -348,3 +350,41 @@ def test_hooks_removed_when_model_raises(make):
     with pytest.raises(RuntimeError, match="boom"):
         meth.attribute(torch.randn(2, 1, 8, 8), target=0, **kw)
     _no_hooks(m)
+
+
+def test_lrp_flatten_handled_equals_view_and_ixg_on_bias_free_relu_net():
+    class ViewNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.r, self.fc = nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Linear(4 * 6 * 6, 3, bias=False)
+
+        def forward(self, x):
+            return self.fc(self.r(self.c(x)).view(x.shape[0], -1))
+
+    class FlatNet(ViewNet):
+        def __init__(self):
+            super().__init__()
+            self.fl = nn.Flatten()
+
+        def forward(self, x):
+            return self.fc(self.fl(self.r(self.c(x))))
+
+    torch.manual_seed(0)
+    v = ViewNet().eval()
+    f = FlatNet().eval()
+    f.load_state_dict(v.state_dict())
+    x = torch.randn(3, 1, 8, 8)
+    ref = ca.LRP(v).attribute(x, target=1)
+    ours = LRP(f).attribute(x, target=1, chunk_size=2)
+    torch.testing.assert_close(ours, ref.detach())
+    torch.testing.assert_close(ours, InputXGradient(v).attribute(x, target=1), atol=1e-5, rtol=1e-4)
+    assert not hasattr(f.fl, "rule") and not hasattr(f.c, "rule")  # caller's model untouched
+    _no_hooks(f)
+    with pytest.raises(ValueError, match="Addition_Module"):
+        from gradlab.papers.covid_xai import ResCNN
+
+        LRP(ResCNN().eval()).attribute(torch.randn(1, 1, 32, 32), target=0)
+    with pytest.raises(ValueError, match="more than once"):
+        LRP(ReusedReLU().eval()).attribute(X, target=0)
+    with pytest.raises(ValueError, match="no LRP rule"):
+        LRP(nn.Sequential(nn.Linear(6, 4), nn.GELU(), nn.Linear(4, 2)).eval()).attribute(X, target=0)

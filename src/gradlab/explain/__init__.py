@@ -29,6 +29,7 @@ from gradlab.explain.local_approx import (
     LocalFunctionApproximation,
     lfa_preset,
 )
+from gradlab.explain.lrp import LRP
 from gradlab.explain.perturbation import KernelShap, Lime, Occlusion
 from gradlab.explain.data import KnownSignalSplit, make_anatomy_images, make_block_digits
 from gradlab.explain.evaluation import (
@@ -45,7 +46,7 @@ from gradlab.explain.robust import PGD, train_classifier
 
 __all__ = [
     "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GuidedBackprop", "DeepLift", "GradCAM",
-    "GradCAMpp", "SmoothGradCAMpp", "Occlusion", "Lime", "KernelShap",
+    "GradCAMpp", "SmoothGradCAMpp", "Occlusion", "Lime", "KernelShap", "LRP",
     "CLime", "LocalFunctionApproximation", "LFASetting", "lfa_preset", "LFA_METHODS",
     "ActivationProfiles", "neuron_activation_profiles", "MultilabelEnsemble", "majority_vote", "micro_f1",
     "probability_average",
