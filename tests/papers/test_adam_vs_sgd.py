@@ -15,6 +15,10 @@ def test_zipf_tokens_are_heavy_tailed_and_shifted():
     counts = torch.bincount(y.reshape(-1), minlength=VOCAB).sort(descending=True).values.float()
     assert counts[:6].sum() > 0.3 * counts.sum()  # a few tokens dominate
     torch.testing.assert_close(data.transition.sum(1), torch.ones(VOCAB))
+    # the Bayes floor equals a Monte-Carlo estimate of the true conditionals' cross-entropy
+    x, y = data.sample(4000, torch.Generator().manual_seed(1))
+    mc = -data.transition[x, y].log().mean().item()
+    assert abs(mc - data.bayes_loss()) < 0.03
 
 
 def test_model_is_causal():

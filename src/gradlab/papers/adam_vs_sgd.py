@@ -51,6 +51,15 @@ class ZipfMarkovTokens:
         self.transition = torch.softmax(logits, dim=1).float()
         self.initial = (zipf / zipf.sum()).float()
 
+    def bayes_loss(self) -> float:
+        """Expected cross-entropy of the true next-token distributions over the ``CONTEXT`` target positions."""
+        row_entropy = -(self.transition * self.transition.clamp_min(1e-30).log()).sum(1).double()
+        marginal, total = self.initial.double(), 0.0
+        for _ in range(CONTEXT):
+            total += float(marginal @ row_entropy)
+            marginal = marginal @ self.transition.double()
+        return total / CONTEXT
+
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` sequences: inputs ``(n, CONTEXT)`` and next-token targets ``(n, CONTEXT)``."""
         tokens = torch.empty(n, CONTEXT + 1, dtype=torch.long)
@@ -208,7 +217,11 @@ def sharpness_and_clipping(run: ClaimRun) -> Evidence:
     loss_sgd, loss_clip = curves[(False, best[False])][-1], curves[(True, best[True])][-1]
     with torch.no_grad():
         loss_adam = float(lm_loss(model(heldout[0]), heldout[1]))
+    floor = data.bayes_loss()
     metrics.update({
+        "bayes_loss": floor, "sgd_best_excess_loss": loss_sgd - floor, "sgd_clip_best_excess_loss": loss_clip - floor,
+        "sgd_best_mean_curve_loss": float(np.mean(curves[(False, best[False])])),
+        "sgd_clip_best_mean_curve_loss": float(np.mean(curves[(True, best[True])])),
         "sgd_best_lr": best[False], "sgd_best_loss": loss_sgd, "sgd_clip_best_lr": best[True],
         "sgd_clip_best_loss": loss_clip, "adam_loss_same_steps": loss_adam if adam_steps == sgd_steps else None,
         "sgd_losses_by_lr": [curves[(False, lr)][-1] for lr in lr_grid],
@@ -235,9 +248,11 @@ def sharpness_and_clipping(run: ClaimRun) -> Evidence:
         ax.legend(fontsize=7)
     ax1.set_yscale("log")
     steps_axis = [min(i * eval_every, sgd_steps) for i in range(len(curves[(False, best[False])]))]
-    ax3.plot(steps_axis, curves[(False, best[False])], label=f"SGD (best lr {best[False]})", color="tab:blue")
-    ax3.plot(steps_axis, curves[(True, best[True])], label=f"SGD + clip 10% (best lr {best[True]})", color="tab:red")
-    ax3.set(xlabel="step", ylabel="held-out cross-entropy", title="tuned SGD vs tuned SGD + coordinate clipping")
+    for clip, color, label in ((False, "tab:blue", "SGD"), (True, "tab:red", "SGD + clip 10%")):
+        excess = np.maximum(np.array(curves[(clip, best[clip])]) - floor, 1e-4)
+        ax3.plot(steps_axis, excess, label=f"{label} (best lr {best[clip]})", color=color)
+    ax3.set(xlabel="step", ylabel="held-out loss - Bayes floor (log)", yscale="log",
+            title="tuned SGD vs tuned SGD + coordinate clipping")
     ax3.legend(fontsize=7)
     fig.tight_layout()
 
