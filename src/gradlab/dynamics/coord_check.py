@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 from torch import nn
 
 from gradlab.core import check_choice, check_int, check_positive
@@ -82,6 +83,9 @@ class CoordCheckResult:
         slopes = self.slopes(step)
         for i, name in enumerate(self.layers):
             ax.loglog(self.widths, self.deltas[i, :, step], "o-", label=f"{name} ({slopes[name]:+.2f})")
+        ax.set_xticks(self.widths)
+        ax.set_xticklabels([str(w) for w in self.widths])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("width")
         ax.set_ylabel("mean |h_t - h_0| per coordinate")
         ax.set_title(title or f"coordinate check: {self.parametrization}")
