@@ -329,3 +329,17 @@ def test_optimizers_can_be_printed():
     for cls in (DiffGrad, Lion):
         text = repr(cls([nn.Parameter(torch.zeros(1))], lr=0.5))
         assert cls.__name__ in text and "lr: 0.5" in text
+
+
+def test_foreach_default_follows_torch_optim():
+    from gradlab.optim._foreach import group_by_device_and_dtype, resolve_foreach
+
+    cpu = [torch.zeros(2), nn.Parameter(torch.zeros(3))]
+    assert resolve_foreach(None, cpu) is False and resolve_foreach(True, cpu) is True
+    assert resolve_foreach(False, cpu) is False and resolve_foreach(True, cpu, differentiable=True) is False
+    a, b, c = torch.zeros(1), torch.zeros(2, dtype=torch.float64), torch.zeros(3)
+    buckets = group_by_device_and_dtype([[a, b, c], [c, a, b]])
+    assert [[t.shape for t in lst] for lst in buckets[0]] == [[(1,), (3,)], [(3,), (2,)]]
+    assert [[t.shape for t in lst] for lst in buckets[1]] == [[(2,)], [(1,)]]
+    with pytest.raises(ValueError, match="same length"):
+        group_by_device_and_dtype([[a, b], [a]])

@@ -75,7 +75,8 @@ class Lion(Optimizer):
         if foreach is not None:
             check_type("foreach", foreach, bool)
         defaults = dict(
-            lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach, differentiable=False
+            lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+            differentiable=False,
         )
         super().__init__(params, defaults)
 
