@@ -326,3 +326,14 @@ def test_hs_catalogue_is_consistent():
         tol = 10.0 ** (1 - hp.x_digits) * 10
         assert np.max(np.abs(p.cons(xs))) <= max(tol, 1e-12) * 10, name  # the reported optimum is feasible
         assert abs(p.fun(xs) - hp.f_star) <= max(tol, 1e-12) * (1 + abs(hp.f_star)) * 10, name
+
+
+def test_warm_start_across_iterations_reaches_same_solution():
+    p = _small_logistic(seed=5)
+    x0 = np.full(6, 1 / np.sqrt(6))
+    cold = AdaSketchNewton(accuracy_constant=1.0, tol=1e-10, rng=2).solve(p, x0, np.ones(3))
+    warm = AdaSketchNewton(accuracy_constant=1.0, tol=1e-10, rng=2, warm_start=True).solve(p, x0, np.ones(3))
+    assert cold.converged and warm.converged
+    np.testing.assert_allclose(warm.x, cold.x, atol=1e-8)
+    np.testing.assert_allclose(warm.lam, cold.lam, atol=1e-8)
+    assert all(r <= 0.1 * (1 + 1e-9) for r in warm.relative_residuals)  # theta * delta / kappa = 0.1

@@ -26,12 +26,14 @@ report :math:`-\lambda`.
 **Iteration** :math:`k`
 
 1. :math:`H = \nabla^2_x \mathcal{L}`. If the reduced Hessian :math:`Z^\top H Z` (:math:`Z` a null-space basis of
-   :math:`G`) has an eigenvalue below ``modification_threshold`` (1e-6, as in the authors' code), use :math:`B = H + (\xi_B + \|H\|) I` (``"norm"``, the authors'
-   rule) or :math:`B = H + (\xi_B - \lambda_{\min}(Z^\top H Z)) I` (``"min_eig"``); else :math:`B = H`.
+   :math:`G`) has an eigenvalue below ``modification_threshold`` (1e-6, as in the authors' code), use
+   :math:`B = H + (\xi_B + \|H\|) I` (``"norm"``, the authors' rule) or
+   :math:`B = H + (\xi_B - \lambda_{\min}(Z^\top H Z)) I` (``"min_eig"``); else :math:`B = H`.
 2. Newton (KKT) system :math:`K z = b`, :math:`K = \begin{pmatrix} B & G^\top \\ G & 0\end{pmatrix}`,
    :math:`b = -(\nabla_x\mathcal{L}, c)`; :math:`\|b\|` is the KKT residual.
-3. Solve it by randomized iterative sketching (Gaussian or Kaczmarz, warm-started at the previous direction)
-   until the **adaptive accuracy** :math:`\|K z - b\| \le \theta_k \delta_k \|b\| / \kappa_k` holds. The theory's
+3. Solve it by randomized iterative sketching (Gaussian or Kaczmarz; started at zero or, with ``warm_start``,
+   at the previous direction; sketching resumes from the current iterate after a penalty update) until the
+   **adaptive accuracy** :math:`\|K z - b\| \le \theta_k \delta_k \|b\| / \kappa_k` holds. The theory's
    :math:`\kappa_k = \|K\|\psi_k` with :math:`\psi_k = 20 \max(\|B\|^2, 1) / (\min(\lambda_{\min}(GG^\top), 1)
    \min(\xi_B, 1))` and :math:`\delta_k \leftarrow \max(\delta_{\min}, \min(\delta_k, (1/2 - \beta)\eta_2 /
    ((1 + \eta_1 + \eta_2)\Upsilon_k^2 \psi_k^2)))`, :math:`\Upsilon_k = \max(\|G\|, \|H\|, 1)`, is extremely
@@ -48,7 +50,13 @@ report :math:`-\lambda`.
    exact Newton steps.
 
 :math:`\theta_k \to 0` (pass a callable ``theta(k, kkt)``) sharpens the accuracy and makes the local rate
-superlinear; constant :math:`\theta` gives a linear local rate. Dense linear algebra: meant for ``n + m`` up to a
+superlinear; constant :math:`\theta` gives a linear local rate.
+
+Differences from the authors' Julia code (read for the algorithm only): spectral norms where the code's ``norm``
+of a matrix is the Frobenius norm (so our :math:`\psi_k` is smaller); a rank-deficient Jacobian stops the run only
+when :math:`\lambda_{\min}(GG^\top) \le 10^{-12}\|G\|^2` (the code aborts below 1e-2); penalty updates stop with
+``"penalty_failed"`` after ``max_penalty_updates`` (the code accepts the direction once :math:`\eta_1 > 10^8`);
+the Armijo rounding slack above. Dense linear algebra: meant for ``n + m`` up to a
 few thousand.
 """
 
@@ -139,8 +147,8 @@ class EqualityConstrainedProblem:
 class AdaSketchResult:
     """What :meth:`AdaSketchNewton.solve` returns. Histories have one entry per outer iteration, except
     ``kkt`` and ``fun``, which also hold the final point's values (length ``n_iter + 1``). When a run stops
-    on a failure (``status`` not ``"converged"``/``"max_iter"``), the failed iteration is the last entry of
-    every history with ``step_sizes[-1] == 0`` and ``kkt`` has ``n_iter`` entries.
+    with ``"line_search_failed"`` or ``"penalty_failed"``, the failed iteration is the last entry of every
+    history with ``step_sizes[-1] == 0`` (so ``kkt`` has ``n_iter`` entries).
 
     Attributes:
         x, lam: final primal point and multipliers (:math:`\\nabla f + G^\\top\\lambda = 0` at a KKT point).
@@ -271,7 +279,8 @@ class AdaSketchNewton:
         else:
             self.theta = check_range("theta", theta, 0.0, 1.0, low_inclusive=False, high_inclusive=True)
         self.solver = check_choice("solver", solver, SOLVERS)
-        self.accuracy_constant = None if accuracy_constant is None else check_positive("accuracy_constant", accuracy_constant)
+        self.accuracy_constant = (None if accuracy_constant is None
+                                  else check_positive("accuracy_constant", accuracy_constant))
         self.merit_hessian = check_choice("merit_hessian", merit_hessian, ("lagrangian", "objective"))
         self.hessian_shift = check_choice("hessian_shift", hessian_shift, ("norm", "min_eig"))
         self.warm_start = bool(warm_start)
@@ -358,7 +367,6 @@ class AdaSketchNewton:
         problem: EqualityConstrainedProblem,
         x0: Array,
         lam0: Array | None = None,
-        m: int | None = None,
         callback: Callable[[int, Array, Array, float], None] | None = None,
     ) -> AdaSketchResult:
         """Run AdaSketch-Newton from ``x0``.
@@ -368,7 +376,6 @@ class AdaSketchNewton:
             x0: starting point, shape ``(n,)``.
             lam0: starting multipliers, shape ``(m,)``; ``None`` uses the least-squares estimate
                 ``argmin ||grad f(x0) + G(x0)^T lam||``.
-            m: number of constraints (only needed to check shapes when ``lam0`` is ``None``).
             callback: ``callback(k, x, lam, kkt)`` after each evaluation of a new iterate.
         """
         if not isinstance(problem, EqualityConstrainedProblem):
@@ -380,7 +387,7 @@ class AdaSketchNewton:
             raise ValueError("x0 contains NaN or inf")
         if lam0 is None:
             c0 = np.asarray(problem.cons(x), dtype=np.float64).reshape(-1)
-            m_eff = c0.size if m is None else check_int("m", m, minimum=1)
+            m_eff = c0.size
             G0 = np.asarray(problem.jac(x), dtype=np.float64)
             g0 = np.asarray(problem.grad(x), dtype=np.float64)
             if G0.shape != (m_eff, x.size) or g0.shape != x.shape:
