@@ -177,3 +177,40 @@ def test_hooks_mutation_and_errors(cls):
     ip = InplaceAfter().eval()
     with pytest.raises(ValueError, match="in place"):
         cls(ip, ip.conv).attribute(x, target=0)
+
+
+def _minmax_resize(cam: torch.Tensor, size: int):
+    import cv2
+    import numpy as np
+
+    def mm(c):
+        c = c - c.min()
+        return c / (1e-7 + c.max())
+
+    # pytorch-grad-cam: min-max per image, cv2 bilinear resize, then min-max again after averaging layers
+    return np.stack([mm(cv2.resize(mm(c).astype(np.float32), (size, size))) for c in cam[:, 0].numpy()])
+
+
+@pytest.mark.parametrize("which", ["gradcam", "gradcampp"])
+def test_against_pytorch_grad_cam(which):
+    """Differential test vs pytorch-grad-cam (dev-only dependency) after replicating its min-max + cv2 resize."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from gradlab.explain import GradCAM
+
+    torch.manual_seed(3)
+    m = Net().eval()
+    with torch.no_grad():  # pytorch-grad-cam adds eps=1e-6 to alpha's denominator; large gradients make it negligible
+        m.fc.weight.mul_(30.0)
+    x = torch.randn(3, 1, 8, 8)
+    m2 = nn.Sequential(nn.AvgPool2d(2), m).eval()  # 8x8 image -> 4x4 into the net, so the CAM is upsampled
+    targets = [0, 1, 1]
+    cls = pgc.GradCAM if which == "gradcam" else pgc.GradCAMPlusPlus
+    with cls(model=m2, target_layers=[m.act]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    meth = GradCAM(m2, m.act) if which == "gradcam" else GradCAMpp(m2, m.act)
+    ours = meth.attribute(x, target=targets, upsample=False)
+    import numpy as np
+
+    np.testing.assert_allclose(_minmax_resize(ours, 8), ref, atol=2e-4)
