@@ -10,7 +10,7 @@ def _numbers(ev):
 def test_logistic_kkt_local_rate_smoke():
     ev = run_claim_inline("auglag-sketch/logistic_kkt_local_rate", scale="smoke")
     assert isinstance(ev.passed, bool) and ev.criterion
-    for solver in ("gaussian", "kaczmarz", "gaussian_kappa1", "exact"):
+    for solver in ("gaussian", "kaczmarz", "gaussian_kappa1", "gaussian_kappa1_theta_to_0", "exact"):
         for key in ("iters_to_kkt_1e-6", "final_kkt", "x_err", "lam_err", "unit_steps_last3", "sketch_iters_total"):
             assert f"{solver}_{key}" in ev.metrics
     assert all(math.isfinite(v) for v in _numbers(ev).values()), ev.metrics
