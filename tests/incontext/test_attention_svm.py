@@ -102,3 +102,13 @@ def test_bad_arguments(tiny):
         att_svm(b.X, b.z, opt, norm="nuc", solver="scipy")
     with pytest.raises(ValueError, match="v must"):
         AttentionSelector(4, torch.ones(3))
+
+
+def test_stable_forward_equals_naive_formula():
+    b = TokenSelectionTask(4, seed=2).sample(3, 5)
+    m = AttentionSelector(4, b.v, "KQ", init_std=2.0, generator=torch.Generator().manual_seed(0))
+    naive = torch.einsum("nt,ntd,d->n", m.attention(b.X, b.z), b.X, b.v)
+    torch.testing.assert_close(m(b.X, b.z), naive)
+    g1 = torch.autograd.grad(m(b.X, b.z).sum(), [m.K])[0]
+    g2 = torch.autograd.grad(torch.einsum("nt,ntd,d->n", m.attention(b.X, b.z), b.X, b.v).sum(), [m.K])[0]
+    torch.testing.assert_close(g1, g2)

@@ -80,7 +80,14 @@ class AttentionSelector(nn.Module):
         return torch.einsum("ntd,de,ne->nt", X, self.combined(), z).softmax(-1)
 
     def forward(self, X: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("nt,ntd,d->n", self.attention(X, z), X, self.v)
+        """``f = v^T X^T softmax(X W z)``, evaluated as ``a_r + sum_t p_t (a_t - a_r)`` with ``a_t = v^T x_t`` and
+        ``r`` the highest-scoring token. The value is the same; the gradient ``p_t (a_t - f)`` no longer
+        suffers cancellation in ``a_r - f`` when the softmax saturates (otherwise float64 rounding, ~1e-16,
+        swamps the exponentially small gradients that carry the max-margin direction)."""
+        p = self.attention(X, z)
+        a = X @ self.v  # (n, T)
+        ref = a.gather(1, p.detach().argmax(-1, keepdim=True))
+        return ref.squeeze(1) + (p * (a - ref)).sum(-1)
 
 
 def selector_loss(model: AttentionSelector, batch: TokenSelectionBatch) -> torch.Tensor:
