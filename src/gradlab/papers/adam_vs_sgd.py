@@ -111,7 +111,7 @@ def update_directions(model: nn.Module, adam: torch.optim.Optimizer, batch) -> d
     grads = [p.grad.detach().clone() for p in params]
     model.zero_grad(set_to_none=True)
     # Adam's next step from its current state, taken on a copy
-    shadow, shadow_params = copy.deepcopy(model), None
+    shadow = copy.deepcopy(model)
     shadow_params = [p for p in shadow.parameters() if p.requires_grad]
     shadow_adam = type(adam)(shadow_params, **adam.defaults)
     shadow_adam.load_state_dict(copy.deepcopy(adam.state_dict()))
