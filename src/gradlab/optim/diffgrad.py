@@ -163,12 +163,13 @@ def _diffgrad_loop(
         step = step_t.item()
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        friction = prev_grad.sub(grad).abs_().sigmoid_()
-        prev_grad.copy_(grad)
+        # the friction coefficient is formed in the g_prev buffer (no allocation), then g is copied in
+        friction_m = prev_grad.sub_(grad).abs_().sigmoid_().mul_(exp_avg)
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        p.addcdiv_(friction.mul_(exp_avg), denom, value=-step_size)
+        p.addcdiv_(friction_m, denom, value=-step_size)
+        prev_grad.copy_(grad)
 
 
 def _diffgrad_foreach(
@@ -190,14 +191,14 @@ def _diffgrad_foreach(
         torch._foreach_lerp_(m, g, 1 - beta1)
         torch._foreach_mul_(v, beta2)
         torch._foreach_addcmul_(v, g, g, 1 - beta2)
-        friction = torch._foreach_sub(prev, g)
-        torch._foreach_abs_(friction)
-        torch._foreach_sigmoid_(friction)
-        torch._foreach_copy_(prev, g)
+        torch._foreach_sub_(prev, g)  # prev now holds the friction coefficient times m, then g again
+        torch._foreach_abs_(prev)
+        torch._foreach_sigmoid_(prev)
+        torch._foreach_mul_(prev, m)
         step_size = [-(lr / (1 - beta1**s)) for s in step]
         bias_correction2_sqrt = [(1 - beta2**s) ** 0.5 for s in step]
         denom = torch._foreach_sqrt(v)
         torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, eps)
-        torch._foreach_mul_(friction, m)
-        torch._foreach_addcdiv_(p, friction, denom, step_size)
+        torch._foreach_addcdiv_(p, prev, denom, step_size)
+        torch._foreach_copy_(prev, g)
