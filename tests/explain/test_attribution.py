@@ -183,6 +183,22 @@ def test_guided_backprop_vs_captum_and_hand():
     torch.testing.assert_close(ours, g, atol=1e-6, rtol=1e-5)
 
 
+def test_guided_backprop_reused_relu_matches_hand():
+    torch.manual_seed(0)
+    m = ReusedReLU().eval()  # the same nn.ReLU after fc1 and fc2: guided backprop's rule is stateless, so allowed
+    got = GuidedBackprop(m).attribute(X, target=1)
+    xr = X.clone().requires_grad_(True)
+    z1 = m.fc1(xr)
+    a1 = z1.relu()
+    z2 = m.fc2(a1)
+    a2 = z2.relu()
+    out = m.fc3(a2)[:, 1].sum()
+    r = torch.autograd.grad(out, a2, retain_graph=True)[0]
+    r = torch.autograd.grad(z2, a1, (z2 > 0) * r.clamp(min=0), retain_graph=True)[0]
+    r = torch.autograd.grad(z1, xr, (z1 > 0) * r.clamp(min=0))[0]
+    torch.testing.assert_close(got, r)
+
+
 def test_guided_backprop_inplace_handled_and_functional_refused():
     m_in = _cnn(inplace=True)
     m_out = _cnn()

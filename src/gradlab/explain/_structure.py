@@ -108,14 +108,17 @@ def inspect_nonlinearities(
 
 
 def prepare_hooked_model(
-    model: nn.Module, example: torch.Tensor, method: str, modules: tuple[type[nn.Module], ...], relu_only: bool
+    model: nn.Module, example: torch.Tensor, method: str, modules: tuple[type[nn.Module], ...], relu_only: bool,
+    allow_reuse: bool = False,
 ) -> nn.Module:
     """Raise a clear ``ValueError`` for reused/functional/unsupported nonlinearities; fix in-place ones on a copy.
 
+    ``allow_reuse`` accepts modules called several times (guided backprop's rule is stateless, so reuse is
+    harmless there; DeepLIFT stores one reference activation per module, so it is not).
     Returns ``model`` itself, or a deep copy whose in-place nonlinearities have ``inplace=False``.
     """
     rep = inspect_nonlinearities(model, example, modules, relu_only)
-    if rep.reused:
+    if rep.reused and not allow_reuse:
         raise ValueError(
             f"{method}: nonlinearity module(s) {rep.reused} are called more than once per forward pass; "
             f"{method} hooks modules, so each use needs its own module instance (e.g. self.act1, self.act2)"

@@ -286,7 +286,8 @@ class GuidedBackprop(Attribution):
 
     Through every ReLU the backward signal is R_in = 1[z > 0] * ReLU(R_out). Captum hooks ``nn.ReLU`` modules
     only, so functional ReLUs (``F.relu``, ``x.relu()``) raise a ``ValueError`` here instead of silently falling
-    back to the plain gradient; in-place ReLUs are handled on a copy of the model.
+    back to the plain gradient; in-place ReLUs are handled on a copy of the model. A ReLU module used several
+    times is fine (the rule is stateless; checked against a hand computation in the tests).
     """
 
     requires_module = True
@@ -295,7 +296,8 @@ class GuidedBackprop(Attribution):
         """Return the guided-backprop map shaped like ``inputs``."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
         with hook_guard(self.model):
-            model = prepare_hooked_model(self.model, x[:1], "guided backprop", (nn.ReLU,), relu_only=True)
+            model = prepare_hooked_model(self.model, x[:1], "guided backprop", (nn.ReLU,), relu_only=True,
+                                         allow_reuse=True)
             gbp = _captum_attr().GuidedBackprop(model)
             with hook_guard(model):
                 out = [
