@@ -139,6 +139,16 @@ def test_smoothgrad_equals_noise_tunnel_with_same_seed():
         torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
 
 
+def test_smoothgrad_over_input_x_gradient_equals_noise_tunnel():
+    m = _mlp()
+    ours = SmoothGrad(m, base="input_x_gradient").attribute(X, target=T, n_samples=6, stdevs=0.25, seed=9, chunk_size=5)
+    torch.manual_seed(9)
+    ref = ca.NoiseTunnel(ca.InputXGradient(m)).attribute(X, target=T, nt_type="smoothgrad", nt_samples=6, stdevs=0.25)
+    torch.testing.assert_close(ours, ref)
+    with pytest.raises(ValueError):
+        SmoothGrad(m, base="deeplift")
+
+
 def test_smoothgrad_noise_is_fraction_of_range_and_seeded():
     m = _mlp()
     state = torch.get_rng_state()
