@@ -29,7 +29,8 @@ __all__ = [
 
 
 class RidgeProbe:
-    """Closed-form ridge readout with bias, fitted independently for every leading index (layer).
+    """Closed-form ridge readout with bias (penalty ``lam * M * ||a||^2`` over ``M`` samples, bias unpenalised),
+    fitted independently for every leading index (layer).
 
     ``fit(hidden, targets)``: ``hidden (L, M, H)`` (or ``(M, H)``), ``targets (M,)``; ``predict(hidden)`` returns
     ``(L, M)`` (or ``(M,)``). Any extra axes between ``L`` and ``H`` (prompts, positions) are flattened.
