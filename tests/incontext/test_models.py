@@ -112,3 +112,16 @@ def test_bad_arguments():
         ICLTransformer(3, 5, width=10, n_heads=4)
     with pytest.raises(ValueError, match="max_points|xs must"):
         ICLTransformer(3, 2, width=8, n_heads=2)(torch.randn(1, 4, 3), torch.randn(1, 4))
+
+
+@pytest.mark.parametrize("param", ["separate", "merged"])
+def test_causal_prefix_sum_path_equals_score_path(param, monkeypatch):
+    torch.manual_seed(3)
+    layer = LinearSelfAttention(3, n_heads=2, parametrization=param, causal=True, normalize=True, init_std=0.4,
+                                dtype=torch.float64)
+    e = torch.randn(2, 9, 3, dtype=torch.float64)
+    monkeypatch.setattr(LinearSelfAttention, "_use_prefix_sums", staticmethod(lambda t, dk, dv: True))
+    fast = layer(e)
+    monkeypatch.setattr(LinearSelfAttention, "_use_prefix_sums", staticmethod(lambda t, dk, dv: False))
+    torch.testing.assert_close(fast, layer(e))
+    torch.testing.assert_close(fast, _loop_reference(layer, e))
