@@ -163,7 +163,7 @@ def test_state_has_three_buffers_in_param_dtype():
 def test_against_pytorch_optimizer_when_installed():
     """pytorch_optimizer adds eps before the bias correction (and 1e-15 inside the sqrt); with a negligible eps
     both follow the same equations."""
-    po = pytest.importorskip("pytorch_optimizer")
+    import pytorch_optimizer as po
     rng = np.random.default_rng(3)
     theta0, grads = rng.normal(size=(7, 5)), [rng.normal(size=(7, 5)) for _ in range(50)]
     for decoupled in (False, True):

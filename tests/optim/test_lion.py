@@ -100,8 +100,8 @@ def test_one_state_buffer_and_half_of_adamw_state_bytes():
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_against_lion_pytorch_and_pytorch_optimizer_when_installed(foreach):
-    lp = pytest.importorskip("lion_pytorch")
-    po = pytest.importorskip("pytorch_optimizer")
+    import lion_pytorch as lp
+    import pytorch_optimizer as po
     rng = np.random.default_rng(2)
     theta0, grads = rng.normal(size=(7, 5)), [rng.normal(size=(7, 5)) for _ in range(50)]
     params = [nn.Parameter(torch.tensor(theta0)) for _ in range(3)]
