@@ -18,7 +18,7 @@ $(VENV)/bin/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.stamp-main: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(PIP) install -c constraints.txt -e ".[explain,generative,kernels]"
+	$(PIP) install -c constraints.txt -e ".[explain,generative,kernels,solvers]"
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml constraints.txt | $(VENV)/bin/python
