@@ -46,7 +46,7 @@ def resolve_foreach(foreach: bool | None, tensors: Sequence[Tensor], differentia
     ``foreach=None`` (the default) follows ``torch.optim``: the foreach path when every tensor is a plain tensor
     on an accelerator with native multi-tensor kernels (CUDA, XPU) and ``differentiable`` is off; the for-loop
     path on the CPU, where it is faster (each parameter's update stays in cache; see
-    ``benchmarks/bench_optimizers.py``). ``foreach=True`` forces the grouped path on any device.
+    ``benchmarks/optim_step.py``). ``foreach=True`` forces the grouped path on any device.
     """
     if foreach is not None:
         return bool(foreach) and not differentiable

@@ -7,7 +7,7 @@
    ``scipy.sparse.linalg.eigsh(LinearOperator(hvp), k=1, which="LA")`` (ARPACK implicitly restarted Lanczos) on the
    *same* HVP operator; reports wall time, number of HVPs and the eigenvalues.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_curvature.py [--width 128] [--vectors 32] [--repeats 3]``
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/curvature.py [--width 128] [--vectors 32] [--repeats 3]``
 """
 
 from __future__ import annotations
