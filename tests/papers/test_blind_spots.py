@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from gradlab.claims.inline import run_claim_inline
+from gradlab.claims.inline import check_evidence, run_claim_inline
 
 KEYS = {'distance_ratio_l2_median', 'straight_min_conf_median', 'lownoise_distance_ratio_l2_median', 'segment_min_conf_median'}
 CLAIM = "blind-spots/lst_reaches_target_keeping_confidence"
@@ -11,11 +11,7 @@ CLAIM = "blind-spots/lst_reaches_target_keeping_confidence"
 def test_smoke_evidence_is_well_formed():
     ev = run_claim_inline(CLAIM, scale="smoke")
     assert isinstance(ev.passed, bool) and ev.criterion
-    numbers = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    assert numbers and all(math.isfinite(v) for v in numbers.values()), ev.metrics
-    assert KEYS <= set(ev.metrics), KEYS - set(ev.metrics)
-    pngs = ev.figure_pngs()
-    assert pngs and all(p.startswith(b"\x89PNG") for p in pngs.values())
+    check_evidence(ev, required_metrics=KEYS)
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from gradlab.claims.inline import run_claim_inline
+from gradlab.claims.inline import check_evidence, run_claim_inline
 
 KEYS = {'test_acc', 'smoothgrad_pixel_auroc', 'saliency_pixel_auroc', 'gradcam_pixel_auroc'}
 CLAIM = "xai-neuroimaging/smoothgrad_localises_gradcam_does_not"
@@ -11,11 +11,7 @@ CLAIM = "xai-neuroimaging/smoothgrad_localises_gradcam_does_not"
 def test_smoke_evidence_is_well_formed():
     ev = run_claim_inline(CLAIM, scale="smoke")
     assert isinstance(ev.passed, bool) and ev.criterion
-    numbers = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    assert numbers and all(math.isfinite(v) for v in numbers.values()), ev.metrics
-    assert KEYS <= set(ev.metrics), KEYS - set(ev.metrics)
-    pngs = ev.figure_pngs()
-    assert pngs and all(p.startswith(b"\x89PNG") for p in pngs.values())
+    check_evidence(ev, required_metrics=KEYS)
 
 
 @pytest.mark.slow
