@@ -153,7 +153,10 @@ def load_torchvision_split(name: str, root: str | Path, dtype: torch.dtype = tor
 
     Raises ``FileNotFoundError`` with instructions when the files are not there; gradlab never downloads.
     """
-    import torchvision
+    try:
+        import torchvision
+    except ImportError as err:
+        raise ImportError("load_torchvision_split needs torchvision: pip install 'gradlab[vision]'") from err
 
     classes = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
                "cifar10": torchvision.datasets.CIFAR10}

@@ -4,7 +4,7 @@ Problem: logistic regression on scikit-learn's breast-cancer training split (30 
 constraints and ||w||^2 = 1 (the paper's constrained logistic regression), from w0 = 1/sqrt(d), lam0 = 1, solved
 to KKT residual 1e-8 (our solver) and with gtol = 1e-10 (trust-constr; exact Hessians passed to both).
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_adasketch.py [--repeats 3] [--seed 0] [--skip-theory]``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/adasketch.py [--repeats 3] [--seed 0] [--skip-theory]``.
 Prints median seconds, outer iterations, sketch steps and the final KKT residual per solver, and the ratio
 ours / trust-constr. The theory accuracy rule costs ~1e6 sketch steps; ``--skip-theory`` leaves it out.
 """

@@ -1,6 +1,6 @@
 """Attribution throughput: gradlab.explain wrappers vs raw Captum, and batched Grad-CAM++ vs a per-sample loop.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_attribution.py [--batch 32] [--repeats 3] [--device cpu]``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/explain.py [--batch 32] [--repeats 3] [--device cpu]``.
 Prints images/s for each pair side by side and the ratio ours/anchor (target: >= ~0.95 for the Captum wrappers,
 i.e. the checks, probe pass and hook guard cost little; > 1 for Grad-CAM++ where batching pays).
 On a shared CPU the ratios vary by +-40% between runs; use several repeats. The max|diff| of the pytorch-grad-cam
