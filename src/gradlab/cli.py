@@ -139,11 +139,13 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
                          address=args.address, observer=observer)
     lines = build_report(registry, store, args.out)
     table = Table(title=f"claims at scale {args.scale}")
-    for col in ("claim", "status", "time", "criterion"):
-        table.add_column(col)
+    table.add_column("claim", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("criterion", no_wrap=True, overflow="ellipsis", max_width=70)
     for row in rows:
         table.add_row(row.claim_id, f"[{_STYLE.get(row.status, 'white')}]{row.status}[/]", f"{row.duration_s:.0f} s",
-                      row.criterion[:80])
+                      escape(row.criterion))
     console.print(table)
     selected = [l for l in lines if l.entry.paper.key in keys]
     counts: dict[str, int] = {}

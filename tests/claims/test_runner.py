@@ -107,3 +107,18 @@ def test_sigkilled_run_resumes_without_rerunning_finished_claims(demo_env):
     assert runs(demo_env["marks"], "passes") == 1 and runs(demo_env["marks"], "fails") == 1
     rows = {r.claim_id: r.status for r in ResultStore(store_path).rows()}
     assert rows == EXPECTED
+
+
+def test_longest_known_claims_start_first(demo_env):
+    from gradlab.claims.runner import _longest_first
+    from gradlab.claims.store import ResultRow
+
+    registry = load_registry()
+    store = ResultStore(demo_env["store"])
+    tasks = plan(registry, ["demo"], "smoke", 0)
+    for i, task in enumerate(tasks):
+        if task.spec.name != "dies":  # "dies" has no history: it goes first
+            store.put(ResultRow(claim_id=task.spec.id, paper="demo", scale="smoke", seed=0, fingerprint="old",
+                                status="passed", started_at=0.0, finished_at=1.0, duration_s=float(i)))
+    order = [t.spec.name for t in _longest_first(tasks, store)]
+    assert order == ["dies", "sleeps", "raises", "fails", "passes"]

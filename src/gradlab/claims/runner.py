@@ -106,12 +106,24 @@ def run_tasks(
             notify(Event("skip", task, 1.0, existing.status, existing))
         else:
             todo.append(task)
+    if todo and workers > 1:
+        todo = _longest_first(todo, store)
     if todo:
         runner = _run_local if backend == "local" else _run_ray
         kwargs = {"address": address} if backend == "ray" else {}
         for task, row in runner(todo, store, workers, notify, **kwargs):
             rows[task.spec.id] = row
     return [rows[t.spec.id] for t in tasks if t.spec.id in rows]
+
+
+def _longest_first(todo: list[Task], store: ResultStore) -> list[Task]:
+    """Start the claims that took longest last time first (unknown durations first), so that one long claim
+    does not run alone at the end while the other workers idle."""
+    last: dict[str, float] = {}
+    for row in store.rows():
+        if row.scale in {t.scale for t in todo}:
+            last[row.claim_id] = row.duration_s
+    return sorted(todo, key=lambda t: -last.get(t.spec.id, float("inf")))
 
 
 def _threads_per_worker(workers: int) -> int:
