@@ -122,3 +122,21 @@ def test_longest_known_claims_start_first(demo_env):
                                 status="passed", started_at=0.0, finished_at=1.0, duration_s=float(i)))
     order = [t.spec.name for t in _longest_first(tasks, store)]
     assert order == ["dies", "sleeps", "raises", "fails", "passes"]
+
+
+def test_ctrl_c_stops_the_run_keeps_finished_results_and_exits_130(demo_env):
+    store_path = demo_env["store"]
+    env = dict(demo_env["env"], GRADLAB_DEMO_SLEEP="60")
+    cmd = [sys.executable, "-m", "gradlab.cli", "reproduce", "--only", "demo", "--scale", "smoke", "--workers", "1",
+           "--store", str(store_path), "--out", str(demo_env["out"])]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while _count_rows(store_path) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    kept = {r.claim_id: r.status for r in ResultStore(store_path).rows()}
+    assert kept.get("demo/passes") == "passed"
+    assert runs(demo_env["marks"], "passes") == 1
