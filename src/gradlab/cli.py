@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         if args.command == "list":
             return cmd_list(console)

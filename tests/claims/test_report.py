@@ -82,3 +82,15 @@ def test_update_readme_replaces_only_the_block(tmp_path, demo_env):
     (tmp_path / "plain.md").write_text("no markers")
     with pytest.raises(ValueError, match="block"):
         update_readme(tmp_path / "plain.md", lines)
+
+
+def test_headline_metrics_follow_the_criterion():
+    from gradlab.claims.report import headline_metrics
+    from gradlab.claims.store import ResultRow
+
+    row = ResultRow(claim_id="p/c", paper="p", scale="quick", seed=0, fingerprint="f", status="failed",
+                    metrics={"aux": 1, "slope_all": 1.7, "slope": 1.0, "curve": [1, 2], "exact": True},
+                    criterion="exact == 1 and |slope_all - 2| <= 0.25", started_at=0, finished_at=1, duration_s=1)
+    assert headline_metrics(row) == [("exact", True), ("slope_all", 1.7)]
+    row.criterion = "no metric named here"
+    assert [k for k, _ in headline_metrics(row, limit=2)] == ["aux", "slope_all"]

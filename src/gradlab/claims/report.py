@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _metrics_summary(row: ResultRow | None, limit: int = 5) -> str:
+def headline_metrics(row: ResultRow, limit: int = 6) -> list[tuple[str, Any]]:
+    """The metrics that decide the verdict: those named in the criterion (in order of mention), else the first."""
+    scalars = {k: v for k, v in row.metrics.items() if not isinstance(v, (list, dict))}
+    text = row.criterion
+    named = []
+    for key in scalars:
+        match = re.search(r"(?<![A-Za-z0-9_])" + re.escape(key) + r"(?![A-Za-z0-9_])", text)
+        if match:
+            named.append((match.start(), key))
+    keys = [k for _, k in sorted(named)] or list(scalars)
+    return [(k, scalars[k]) for k in keys[:limit]]
+
+
+def _metrics_summary(row: ResultRow | None, limit: int = 6) -> str:
     if row is None:
         return ""
-    items = [(k, v) for k, v in row.metrics.items() if not isinstance(v, (list, dict))][:limit]
-    return "; ".join(f"{k}={format_value(v)}" for k, v in items)
+    return "; ".join(f"{k}={format_value(v)}" for k, v in headline_metrics(row, limit))
 
 
 def _fmt_time(seconds: float) -> str:
@@ -143,7 +156,7 @@ def markdown_table(lines: list[PaperLine]) -> str:
         p = line.entry.paper
         crit = "<br>".join(_md_escape(c.row.criterion) for c in line.claims if c.row is not None and c.row.criterion)
         measured = "<br>".join(
-            f"{c.claim_id.split('/', 1)[1]}: {c.status}" + (f" ({_md_escape(_metrics_summary(c.row, 4))})" if c.row else "")
+            f"{c.claim_id.split('/', 1)[1]}: {c.status}" + (f" ({_md_escape(_metrics_summary(c.row))})" if c.row else "")
             for c in line.claims
         )
         out.append(f"| `{p.key}` {_md_escape(p.short_title)} | {p.cluster} | **{line.status}** | {crit} | "
