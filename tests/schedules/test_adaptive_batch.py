@@ -164,3 +164,12 @@ def test_sampler_follows_policy_and_covers_each_epoch():
     assert [len(b[0]) for b in loader] == [4, 4, 4]
     with pytest.raises(ValueError):
         adaptive_loader(ds, policy, num_workers=2)
+
+
+def test_batch_size_lr_rules_are_reexported_as_schedules():
+    import gradlab.curvature.batch_scaling as bs
+    import gradlab.schedules as sched
+
+    assert sched.LanczosLR is bs.LanczosLR and sched.scale_learning_rate is bs.scale_learning_rate
+    assert sched.scale_learning_rate(0.1, 32, 128, rule="linear") == pytest.approx(0.4)
+    assert sched.scale_learning_rate(0.1, 32, 128, rule="sqrt") == pytest.approx(0.2)
