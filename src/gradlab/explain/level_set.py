@@ -24,6 +24,12 @@ of ``grad p_s`` (same direction) because ``grad p_s`` vanishes faster at saturat
 The result holds the whole path, the source-class confidence along it, along the straight interpolation
 ``x_src + t (x_tgt - x_src)`` and along the straight segment from ``x_src`` to the LST output (the paper's
 "star-like" check: that segment keeps high confidence while the straight interpolation to the target loses it).
+
+Batching is internal: the (source, target) pairs are traversed in chunks of ``chunk_size`` pairs and the results
+concatenated. Every quantity of the algorithm (gradient, projection, Newton correction, acceptance, step size
+``eta``) is per sample, and the ``init_noise`` draw is made once for the whole batch before chunking, so the result
+does not depend on ``chunk_size`` (up to floating-point differences of the model on different batch sizes,
+provided the model treats rows independently, which eval mode is checked for).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import torch
 from torch import nn
 
 from gradlab.core import check_int, check_positive, check_range, check_tensor, check_type, torch_generator
-from gradlab.explain._common import check_inputs, check_model
+from gradlab.explain._common import check_chunk_size, check_inputs, check_model, chunk_slices
 
 __all__ = ["LSTResult", "LevelSetTraversal", "orthogonal_step"]
 
@@ -111,12 +117,14 @@ class LevelSetTraversal:
         n_interp: number of interpolation points for the straight-line confidences.
         init_noise: half-width of a uniform perturbation of the start (the official code uses 2/255).
         seed: seeds ``init_noise``.
-        chunk_size: how many rows go through the model at once when evaluating interpolations.
+        chunk_size: internal batching. The traversal runs over chunks of at most ``chunk_size`` (source, target)
+            pairs, and the interpolation confidences are evaluated at most ``chunk_size`` rows per model call.
+            ``None`` processes the whole batch at once. The result does not depend on it.
     """
 
     def __init__(self, model: nn.Module, step_size: float = 0.05, n_steps: int = 200, p_thresh: float = 0.05,
                  correction_steps: int = 1, clip: tuple[float, float] | None = (0.0, 1.0), n_interp: int = 21,
-                 init_noise: float = 0.0, seed: int = 0, chunk_size: int = 4096) -> None:
+                 init_noise: float = 0.0, seed: int = 0, chunk_size: int | None = 4096) -> None:
         check_type("model", model, nn.Module)
         self.model = model
         self.step_size = check_range("step_size", step_size, 0.0, 1.0, low_inclusive=False, high_inclusive=True)
@@ -129,7 +137,7 @@ class LevelSetTraversal:
         self.n_interp = check_int("n_interp", n_interp, minimum=2)
         self.init_noise = check_positive("init_noise", init_noise, allow_zero=True)
         self.seed = check_int("seed", seed, minimum=0)
-        self.chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def _clip(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.clip is None else x.clamp(*self.clip)
@@ -143,8 +151,8 @@ class LevelSetTraversal:
     @torch.no_grad()
     def confidence(self, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """Softmax confidence of class ``cls[i]`` at ``x[i]``, evaluated in chunks."""
-        outs = [torch.softmax(self.model(x[s:s + self.chunk_size]), dim=1).gather(1, cls[s:s + self.chunk_size, None])
-                for s in range(0, x.shape[0], self.chunk_size)]
+        outs = [torch.softmax(self.model(x[sl]), dim=1).gather(1, cls[sl, None])
+                for sl in chunk_slices(x.shape[0], self.chunk_size)]
         return torch.cat(outs).squeeze(1)
 
     def _line_confidences(self, start: torch.Tensor, end: torch.Tensor, cls: torch.Tensor,
@@ -167,7 +175,7 @@ class LevelSetTraversal:
         src, tgt = source.detach(), target.detach()
         if source_class is None:
             with torch.no_grad():
-                cls = self.model(src).argmax(dim=1)
+                cls = torch.cat([self.model(src[sl]).argmax(dim=1) for sl in chunk_slices(n, self.chunk_size)])
         elif isinstance(source_class, torch.Tensor):
             cls = source_class.long().expand(n).clone() if source_class.ndim == 0 else source_class.long()
             if cls.shape != (n,):
@@ -176,10 +184,26 @@ class LevelSetTraversal:
             cls = torch.full((n,), check_int("source_class", source_class, minimum=0), dtype=torch.long)
         cls = cls.to(src.device)
 
-        x = src
-        if self.init_noise > 0:
+        start = src
+        if self.init_noise > 0:  # drawn once for the whole batch, so chunking does not change it
             noise = torch.rand(src.shape, generator=torch_generator(self.seed)).to(src)
-            x = self._clip(src + (2 * noise - 1) * self.init_noise)
+            start = self._clip(src + (2 * noise - 1) * self.init_noise)
+        ts = torch.linspace(0.0, 1.0, self.n_interp, dtype=src.dtype, device=src.device)
+        parts = [self._traverse_chunk(src[sl], start[sl], tgt[sl], cls[sl], ts)
+                 for sl in chunk_slices(n, self.chunk_size)]
+        # per-chunk outputs: path (T+1, n_c, ...), confidences (T+1, n_c), p0 (n_c,), straight / segment (K, n_c),
+        # acceptance rate (n_c,); concatenate along the batch dimension of each
+        path, confs, p0, straight, segment, rate = (torch.cat(list(chunks), dim=dim) for chunks, dim in
+                                                    zip(zip(*parts), (1, 1, 0, 1, 1, 0)))
+        return LSTResult(
+            path=path, confidences=confs, source_confidence=p0, interpolation=ts, straight_confidences=straight,
+            segment_confidences=segment, acceptance_rate=rate, source=src, target=tgt, source_class=cls,
+        )
+
+    def _traverse_chunk(self, src: torch.Tensor, x: torch.Tensor, tgt: torch.Tensor, cls: torch.Tensor,
+                        ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """LST for one chunk of pairs, starting at ``x``; everything here is per sample."""
+        n = src.shape[0]
         log_p0 = torch.log(self.confidence(src, cls))
         p0 = log_p0.exp()
         logp, g = self._log_conf_and_grad(x, cls)
@@ -207,10 +231,5 @@ class LevelSetTraversal:
             accepted += ok.to(accepted.dtype)
             path.append(x)
             confs.append(logp.exp())
-        ts = torch.linspace(0.0, 1.0, self.n_interp, dtype=src.dtype, device=src.device)
-        return LSTResult(
-            path=torch.stack(path), confidences=torch.stack(confs), source_confidence=p0, interpolation=ts,
-            straight_confidences=self._line_confidences(src, tgt, cls, ts),
-            segment_confidences=self._line_confidences(src, x, cls, ts),
-            acceptance_rate=accepted / self.n_steps, source=src, target=tgt, source_class=cls,
-        )
+        return (torch.stack(path), torch.stack(confs), p0, self._line_confidences(src, tgt, cls, ts),
+                self._line_confidences(src, x, cls, ts), accepted / self.n_steps)
