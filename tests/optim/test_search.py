@@ -202,3 +202,22 @@ def test_evolution_argument_errors():
         regularized_evolution([])
     with pytest.raises(ValueError):
         regularized_evolution(_tiny_funnel(), population_size=4, tournament_size=5)
+
+
+@pytest.mark.ray
+def test_evolution_through_gradlab_local_and_ray_maps_equals_sequential():
+    """The search's evaluations run through the same local-process / Ray backends as claims."""
+    import ray
+
+    from gradlab.core.parallel import make_map
+
+    kwargs = dict(population_size=6, tournament_size=2, max_evaluations=16, batch_size=8, rng=3)
+    ref = regularized_evolution(_tiny_funnel(), **kwargs)
+    local = regularized_evolution(_tiny_funnel(), executor=make_map("local", 2), **kwargs)
+    try:
+        distributed = regularized_evolution(_tiny_funnel(), executor=make_map("ray", 2), **kwargs)
+    finally:
+        ray.shutdown()
+    for res in (local, distributed):
+        assert res.best.key == ref.best.key and res.best.losses == ref.best.losses
+        assert res.n_evaluated == ref.n_evaluated
