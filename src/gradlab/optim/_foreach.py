@@ -105,3 +105,18 @@ def check_betas(betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
     return (check_range("betas[0]", betas[0], 0.0, 1.0), check_range("betas[1]", betas[1], 0.0, 1.0))
+
+
+def restore_state_defaults(optimizer: torch.optim.Optimizer, **group_defaults: Any) -> None:
+    """Upgrade state unpickled from an older version (call from ``__setstate__`` after ``super().__setstate__``).
+
+    Missing param-group keys get ``group_defaults``; a per-parameter ``step`` stored as a Python number becomes a
+    0-dim tensor of :func:`new_step_tensor`'s dtype, as ``torch.optim`` does.
+    """
+    for group in optimizer.param_groups:
+        for key, value in group_defaults.items():
+            group.setdefault(key, value)
+        for p in group["params"]:
+            p_state = optimizer.state.get(p, {})
+            if "step" in p_state and not torch.is_tensor(p_state["step"]):
+                p_state["step"] = torch.tensor(float(p_state["step"]), dtype=new_step_tensor().dtype)

@@ -27,6 +27,7 @@ import torch
 from torch.optim import Optimizer
 
 from gradlab.core.validation import check_positive, check_type
+from gradlab.optim._foreach import resolve_foreach, restore_state_defaults
 
 __all__ = ["AdaGradNorm"]
 
@@ -81,14 +82,7 @@ class AdaGradNorm(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            for p in group["params"]:
-                st = self.state.get(p, {})
-                if "step" in st and not torch.is_tensor(st["step"]):
-                    st["step"] = torch.tensor(float(st["step"]), dtype=torch.float32)
+        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None)
 
     def _init_group(self, group: dict[str, Any]) -> tuple[list, list, list, list]:
         params, grads, sums, steps = [], [], [], []
@@ -126,9 +120,7 @@ class AdaGradNorm(Optimizer):
             params, grads, sums, steps = self._init_group(group)
             if not params:
                 continue
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = all(p.device.type in ("cuda", "xpu") for p in params)
+            foreach = resolve_foreach(group["foreach"], params)
             # every parameter of the group with state enters b (also those without a gradient this step)
             all_sums = [self.state[p]["sum_sq"] for p in group["params"] if "sum_sq" in self.state.get(p, {})]
             fn = _multi_tensor_adagradnorm if foreach else _single_tensor_adagradnorm

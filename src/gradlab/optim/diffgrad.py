@@ -46,6 +46,7 @@ from gradlab.optim._foreach import (
     new_step_tensor,
     params_with_grad,
     resolve_foreach,
+    restore_state_defaults,
     step_values,
 )
 
@@ -99,14 +100,7 @@ class DiffGrad(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if p_state and not torch.is_tensor(p_state["step"]):
-                    p_state["step"] = torch.tensor(float(p_state["step"]), dtype=new_step_tensor().dtype)
+        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None)
 
     def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
         params, grads = params_with_grad("DiffGrad", group)
