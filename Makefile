@@ -18,7 +18,7 @@ $(VENV)/bin/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.stamp-main: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(PIP) install -c constraints.txt -e ".[explain,generative,kernels,solvers]"
+	$(PIP) install -c constraints.txt -e ".[explain,generative,kernels,solvers,operators,vision]"
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml constraints.txt | $(VENV)/bin/python
@@ -26,7 +26,8 @@ $(VENV)/.stamp-test: pyproject.toml constraints.txt | $(VENV)/bin/python
 	touch $@ $(VENV)/.stamp-main
 
 # Runs every claim at quick scale and writes report/index.html + report/REPORT.md.
-# Exit code 1 from gradlab means "some claim did not reproduce": the report says which, so make succeeds.
+# Exit code 1 from gradlab means "some claim did not reproduce" (failed or inconclusive): the report says which, so
+# make succeeds. Exit code 3 (a claim crashed or timed out, or the run failed) and 2 (bad input) fail make.
 reproduce: $(VENV)/.stamp-main
 	$(VENV)/bin/gradlab reproduce --scale $(SCALE) --backend $(BACKEND) --workers $(WORKERS) \
 	    --store .gradlab/results.sqlite --out report $(ARGS); \

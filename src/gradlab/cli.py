@@ -1,7 +1,8 @@
 """The ``gradlab`` command line: ``list``, ``reproduce`` and ``report``.
 
-Exit codes: 0 success (``reproduce``: every selected claim passed), 1 some claim failed / errored / timed out,
-2 bad input (unknown paper key, bad scale, bad number of workers), 130 interrupted.
+Exit codes: 0 success (``reproduce``: every selected claim passed), 1 some claim did not reproduce (failed or
+inconclusive), 2 bad input (unknown paper key, bad scale, bad number of workers, an unusable path or store),
+3 a claim crashed (raised or timed out) or the run itself failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from gradlab.claims.types import SCALES
 
 DEFAULT_STORE = Path(".gradlab") / "results.sqlite"
 DEFAULT_OUT = Path("report")
-_STYLE = {"passed": "green", "failed": "red", "error": "magenta", "timeout": "magenta", "reproduced": "green",
-          "partial": "yellow", "not reproduced": "red", "not run": "dim", "not implemented": "dim"}
+_STYLE = {"passed": "green", "failed": "red", "inconclusive": "blue", "error": "magenta", "timeout": "magenta",
+          "reproduced": "green", "partial": "yellow", "not reproduced": "red", "not run": "dim",
+          "not implemented": "dim"}
+EXIT_OK, EXIT_NOT_REPRODUCED, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class UsageError(Exception):
@@ -49,7 +52,11 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gradlab import __version__
+
     parser = argparse.ArgumentParser(prog="gradlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gradlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list all seed papers and whether their claims are implemented")
@@ -106,8 +113,11 @@ class _ProgressObserver:
             if cid in self.bars:
                 self.progress.remove_task(self.bars.pop(cid))
             status = event.row.status if event.row else "?"
+            if event.row is not None and event.row.scale == "smoke" and status in ("passed", "failed", "inconclusive"):
+                status = f"smoke {status}"  # a smoke run proves the code path; its verdict is not evidence
             verb = "cached" if event.kind == "skip" else f"{event.row.duration_s:.0f} s"
-            self.progress.console.print(f"[{_STYLE.get(status, 'white')}]{status:>8}[/] {cid} ({verb})")
+            style = "dim" if status.startswith("smoke ") else _STYLE.get(status, "white")
+            self.progress.console.print(f"[{style}]{status:>18}[/] {cid} ({verb})")
             self.progress.advance(self.overall)
 
 
@@ -117,15 +127,24 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
     from gradlab.claims.runner import plan, run_tasks
     from gradlab.claims.store import ResultStore
 
+    from gradlab.claims.store import StoreError
+
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a directory")
     registry = load_registry()
     only = [k.strip() for k in args.only.split(",") if k.strip()]
+    if getattr(args, "_only_given", False) and not only:
+        raise UsageError("--only names no paper key (omit --only to run all papers)")
     try:
         keys = registry.resolve_keys(only or None)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    store = ResultStore(args.store)
+    try:
+        store = ResultStore(args.store)
+    except StoreError as err:
+        raise UsageError(f"--store: {err}") from None
     tasks = plan(registry, keys, args.scale, args.seed)
     missing = [k for k in keys if not registry.papers[k].claims]
     if missing:
@@ -142,10 +161,16 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
     table.add_column("claim", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("time", no_wrap=True, justify="right")
-    table.add_column("criterion", no_wrap=True, overflow="ellipsis", max_width=70)
+    table.add_column("decisive numbers", no_wrap=True, overflow="ellipsis", max_width=80)
+    from gradlab.claims.report import _row_summary
+
     for row in rows:
-        table.add_row(row.claim_id, f"[{_STYLE.get(row.status, 'white')}]{row.status}[/]", f"{row.duration_s:.0f} s",
-                      escape(row.criterion))
+        status = row.status
+        style = _STYLE.get(status, "white")
+        if row.scale == "smoke" and status in ("passed", "failed", "inconclusive"):
+            status, style = f"smoke {status}", "dim"
+        table.add_row(row.claim_id, f"[{style}]{status}[/]", f"{row.duration_s:.0f} s",
+                      escape(_row_summary(row)))
     console.print(table)
     selected = [l for l in lines if l.entry.paper.key in keys]
     counts: dict[str, int] = {}
@@ -153,7 +178,11 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
         counts[line.status] = counts.get(line.status, 0) + 1
     console.print("papers: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     console.print(f"report: {args.out / 'index.html'} and {args.out / 'REPORT.md'}")
-    return 0 if rows and all(r.passed for r in rows) or not tasks else 1
+    if args.scale == "smoke":
+        console.print("[dim]smoke scale proves the code paths only; its verdicts are not evidence (use quick/full)[/]")
+    if any(r.status in ("error", "timeout") for r in rows):
+        return EXIT_CRASH
+    return EXIT_OK if rows and all(r.passed for r in rows) or not tasks else EXIT_NOT_REPRODUCED
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -161,10 +190,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from gradlab.claims.report import build_report, update_readme
     from gradlab.claims.store import ResultStore
 
-    if not args.store.exists():
-        console.print(f"[yellow]no store at {args.store}: the report lists every paper as not run[/]")
+    from gradlab.claims.store import StoreError
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    try:
+        store = ResultStore(args.store, create=False)
+    except StoreError as err:
+        raise UsageError(f"--store: {err}") from None
     registry = load_registry()
-    lines = build_report(registry, ResultStore(args.store), args.out)
+    lines = build_report(registry, store, args.out)
     if args.readme is not None:
         try:
             changed = update_readme(args.readme, lines)
@@ -177,7 +212,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._only_given = any(a == "--only" or a.startswith("--only=") for a in argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         if args.command == "list":
@@ -187,10 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_report(args, console)
     except UsageError as err:
         Console(stderr=True).print(f"[red]gradlab {args.command}: error:[/] {escape(str(err))}", highlight=False)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished results are stored; rerun to continue[/]")
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - a crash of the run itself: one line unless --debug
+        if args.debug:
+            raise
+        Console(stderr=True).print(f"[red]gradlab {args.command}: crashed:[/] {escape(type(err).__name__)}: "
+                                   f"{escape(str(err))} (rerun with --debug for the traceback)", highlight=False)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

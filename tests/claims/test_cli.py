@@ -29,7 +29,7 @@ def test_bad_scale_workers_and_address_exit_2(demo_env):
 def test_reproduce_then_report(demo_env):
     common = ["--store", str(demo_env["store"]), "--out", str(demo_env["out"])]
     out = gradlab_cli("reproduce", "--only", "demo", "--scale", "smoke", "--workers", "2", *common, env=demo_env["env"])
-    assert out.returncode == 1, out.stdout + out.stderr  # demo has failing claims by design
+    assert out.returncode == 3, out.stdout + out.stderr  # demo has crashing claims by design (exit 3)
     for status in ("passed", "failed", "error", "timeout"):
         assert status in out.stdout
     assert (demo_env["out"] / "index.html").exists() and (demo_env["out"] / "REPORT.md").exists()

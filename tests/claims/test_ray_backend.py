@@ -17,7 +17,7 @@ def test_ray_backend_matches_local(demo_env):
     env = dict(demo_env["env"], RAY_USAGE_STATS_ENABLED="0")
     out = gradlab_cli("reproduce", "--only", "demo", "--scale", "smoke", "--backend", "ray", "--workers", "2",
                       "--store", str(demo_env["store"]), "--out", str(demo_env["out"]), env=env, timeout=600)
-    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.returncode == 3, out.stdout + out.stderr  # demo claims crash by design
     rows = list(ResultStore(demo_env["store"]).rows())
     assert {r.claim_id: r.status for r in rows} == EXPECTED
     assert all(r.backend == "ray" for r in rows)

@@ -1,3 +1,4 @@
+import json
 from html.parser import HTMLParser
 
 import pytest
@@ -42,6 +43,9 @@ def test_paper_status_aggregation():
     assert paper_status(entry, ["failed", "failed"]) == "not reproduced"
     assert paper_status(entry, ["failed", "timeout"]) == "error"
     assert paper_status(entry, ["not run"]) == "not run"
+    assert paper_status(entry, ["passed", "inconclusive"]) == "partial"
+    assert paper_status(entry, ["inconclusive", "inconclusive"]) == "inconclusive"
+    assert paper_status(entry, ["inconclusive", "failed"]) == "not reproduced"
 
 
 def test_report_lists_every_paper_with_figures(demo_env):
@@ -58,7 +62,12 @@ def test_report_lists_every_paper_with_figures(demo_env):
     parser = _TableCounter()
     parser.feed((demo_env["out"] / "index.html").read_text())
     assert parser.rows == len(registry.papers)
-    assert parser.imgs and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
+    assert parser.imgs and "overview.png" in parser.imgs
+    assert all((demo_env["out"] / src).read_bytes().startswith(b"\x89PNG") for src in parser.imgs)
+    data = json.loads((demo_env["out"] / "results.json").read_text())
+    assert len(data["papers"]) == 40 and data["provenance"]["torch"]
+    demo = next(p for p in data["papers"] if p["key"] == "demo")
+    assert {c["name"]: c["status"] for c in demo["claims"]}["passes"] == "passed"
 
     md = (demo_env["out"] / "REPORT.md").read_text()
     summary = md.split("| paper |", 1)[1].split("\n\n", 1)[0]
@@ -94,3 +103,77 @@ def test_headline_metrics_follow_the_criterion():
     assert headline_metrics(row) == [("exact", True), ("slope_all", 1.7)]
     row.criterion = "no metric named here"
     assert [k for k, _ in headline_metrics(row, limit=2)] == ["aux", "slope_all"]
+
+
+def _put(store, claim_id, **kw):
+    from gradlab.claims.store import ResultRow
+
+    base = dict(claim_id=claim_id, paper=claim_id.split("/")[0], scale="quick", seed=0, fingerprint="f",
+                status="passed", metrics={"x": 1.0}, criterion="x < 2", started_at=0.0, finished_at=1.0, duration_s=5.0)
+    base.update(kw)
+    store.put(ResultRow(**base))
+
+
+def test_report_shows_inconclusive_preconditions_history_and_damaged_figures(tmp_path, monkeypatch):
+    from gradlab.claims import report as report_mod
+    from gradlab.claims.types import Check, Revision
+
+    registry = load_registry()
+    entry = registry.papers["lion"]
+    spec = entry.claims[0]
+    rev = Revision(claim=spec.name, date="2026-12-01", old="gap < 0", new="CI of gap < 0", reason="one draw <script>",
+                   old_result="passed (gap=-0.01)")
+    from dataclasses import replace
+
+    registry.papers["lion"] = replace(entry, paper=replace(entry.paper, revisions=(rev,),
+                                                           statement="Lion matches AdamW <b>"))
+    monkeypatch.setattr(report_mod, "paper_fingerprint", lambda paper, module: "f")
+    store = ResultStore(tmp_path / "s.sqlite")
+    pre = {"model learned": {"ok": False, "check": Check("final loss", 2.0, "<=", 1.0).to_json()}}
+    figs = store.save_figures(spec.id, "quick", 0, "f", {"good": _png(), "cut": _png()[:-20]})
+    _put(store, spec.id, status="inconclusive", preconditions=pre, figures=figs,
+         headline=[Check("loss ratio", 1.05, "<=", 1.1).to_json()])
+    out = tmp_path / "report"
+    build_report(registry, store, out)
+    page = (out / "index.html").read_text()
+    assert "inconclusive" in page and "precondition failed: model learned (final loss 2 &lt;= 1)" in page
+    assert "loss ratio 1.05 &lt;= 1.1" in page
+    assert "one draw &lt;script&gt;" in page and "<script>" not in page  # autoescaped
+    assert "Lion matches AdamW &lt;b&gt;" in page
+    assert "figure cut: figure file is truncated" in page
+    md = (out / "REPORT.md").read_text()
+    assert "Criterion history" in md and "gap < 0" in md and "precondition failed: **model learned**" in md
+    assert "figure cut: figure file is truncated" in md
+    (tmp_path / "figures").exists()
+    data = json.loads((out / "results.json").read_text())
+    lion = next(p for p in data["papers"] if p["key"] == "lion")
+    assert lion["claims"][0]["failed_preconditions"][0]["name"] == "model learned"
+
+
+def _png():
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().plot([0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def test_png_problem_detects_damage(tmp_path):
+    from gradlab.claims.report import png_problem
+
+    good = tmp_path / "g.png"
+    good.write_bytes(_png())
+    assert png_problem(good) == ""
+    bad = bytearray(_png())
+    bad[40] ^= 0xFF
+    (tmp_path / "b.png").write_bytes(bytes(bad))
+    assert "damaged" in png_problem(tmp_path / "b.png") or "truncated" in png_problem(tmp_path / "b.png")
+    (tmp_path / "t.png").write_bytes(_png()[:50])
+    assert png_problem(tmp_path / "t.png") == "figure file is truncated"
+    assert png_problem(tmp_path / "none.png") == "figure file is missing"
+    (tmp_path / "x.png").write_bytes(b"GIF89a")
+    assert png_problem(tmp_path / "x.png") == "figure file is not a PNG"

@@ -1,6 +1,8 @@
 """The claim framework: papers, claims, runs, evidence, the runner, the result store and the report."""
 
 from gradlab.claims.registry import Registry, claim, load_registry
-from gradlab.claims.types import SCALES, ClaimRun, ClaimSpec, Evidence, Paper
+from gradlab.claims.stats import Interval, bootstrap_ci, paired_bootstrap_ci
+from gradlab.claims.types import SCALES, VERDICTS, Check, ClaimRun, ClaimSpec, Evidence, Paper, Revision
 
-__all__ = ["SCALES", "ClaimRun", "ClaimSpec", "Evidence", "Paper", "Registry", "claim", "load_registry"]
+__all__ = ["SCALES", "VERDICTS", "Check", "ClaimRun", "ClaimSpec", "Evidence", "Interval", "Paper", "Registry",
+           "Revision", "bootstrap_ci", "claim", "load_registry", "paired_bootstrap_ci"]

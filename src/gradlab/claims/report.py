@@ -1,18 +1,27 @@
-"""The reproduction report: ``index.html`` (self-contained, figures inlined) and ``REPORT.md``.
+"""The reproduction report: ``index.html``, ``REPORT.md`` and ``results.json`` from one data model.
 
 One row per paper, always all of them: a paper without claims is shown as *not implemented*, a claim without
 a result for the current code as *not run*. Only ``quick``/``full`` results count as evidence; a paper whose
 claims ran only at ``smoke`` scale is reported as not run.
+
+A row leads with what the paper states (``Paper.statement``), the verdict and the decisive numbers beside their
+thresholds (``Evidence.headline``); a claim whose experiment could not test the statement (a failed
+precondition) is *inconclusive* and names the precondition with its numbers. The criterion history
+(``Paper.revisions``) is printed under each claim. The pages are rendered from jinja2 templates in
+``gradlab/claims/templates`` (HTML autoescaped); figures are copied next to the report and linked, and every
+figure is verified to be a whole PNG: a damaged or missing one is reported, not silently dropped.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
+import os
+import platform
 import re
-import shutil
+import struct
+import subprocess
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +29,13 @@ from typing import Any
 from gradlab.claims.fingerprint import paper_fingerprint
 from gradlab.claims.registry import PaperEntry, Registry
 from gradlab.claims.store import ResultRow, ResultStore, atomic_write_bytes
-from gradlab.claims.types import EVIDENCE_SCALES
+from gradlab.claims.types import CLUSTERS, EVIDENCE_SCALES, Check
 
-PAPER_STATUSES = ("reproduced", "partial", "not reproduced", "error", "not run", "not implemented")
+PAPER_STATUSES = ("reproduced", "partial", "not reproduced", "inconclusive", "error", "not run", "not implemented")
+CLAIM_STATUSES = ("passed", "failed", "inconclusive", "error", "timeout", "not run")
 _BADGE_COLOURS = {
-    "reproduced": "#1a7f37", "partial": "#9a6700", "not reproduced": "#cf222e", "error": "#8250df",
+    "reproduced": "#1a7f37", "passed": "#1a7f37", "partial": "#9a6700", "not reproduced": "#cf222e",
+    "failed": "#cf222e", "inconclusive": "#0969da", "error": "#8250df", "timeout": "#8250df",
     "not run": "#6e7781", "not implemented": "#afb8c1",
 }
 README_START = "<!-- gradlab:report:start -->"
@@ -44,6 +55,10 @@ class ClaimLine:
     def status(self) -> str:
         return "not run" if self.row is None else self.row.status
 
+    @property
+    def name(self) -> str:
+        return self.claim_id.split("/", 1)[1]
+
 
 @dataclass
 class PaperLine:
@@ -60,23 +75,28 @@ class PaperLine:
 
 
 def paper_status(entry: PaperEntry, claim_statuses: list[str]) -> str:
-    """Aggregate claim statuses (passed/failed/error/timeout/not run) into one of :data:`PAPER_STATUSES`."""
+    """Aggregate claim statuses into one of :data:`PAPER_STATUSES`.
+
+    A paper is *reproduced* only if every claim passed; inconclusive never counts as reproduced. Some passed and
+    some not: *partial*. None passed: *error* if one raised or timed out, else *not reproduced* if one failed,
+    else *inconclusive* if one was inconclusive, else *not run*.
+    """
     if entry.import_error:
         return "error"
     if not claim_statuses:
         return "not implemented"
     n = len(claim_statuses)
     passed = claim_statuses.count("passed")
-    failed = claim_statuses.count("failed")
-    errored = sum(s in ("error", "timeout") for s in claim_statuses)
     if passed == n:
         return "reproduced"
     if passed > 0:
         return "partial"
-    if errored > 0:
+    if any(s in ("error", "timeout") for s in claim_statuses):
         return "error"
-    if failed > 0:
+    if "failed" in claim_statuses:
         return "not reproduced"
+    if "inconclusive" in claim_statuses:
+        return "inconclusive"
     return "not run"
 
 
@@ -96,7 +116,7 @@ def collect(registry: Registry, store: ResultStore) -> list[PaperLine]:
             note = ""
             if not current:
                 if any(r.fingerprint == fp for r in mine):
-                    note = "only a smoke-scale run exists (not evidence)"
+                    note = "only a smoke-scale run exists (smoke proves the code path; it is not evidence)"
                 elif mine:
                     note = "results exist only for older code (stale, not shown)"
             # Prefer full over quick, then the newest.
@@ -137,159 +157,233 @@ def headline_metrics(row: ResultRow, limit: int = 6) -> list[tuple[str, Any]]:
     return [(k, scalars[k]) for k in keys[:limit]]
 
 
-def _metrics_summary(row: ResultRow | None, limit: int = 6) -> str:
-    if row is None:
-        return ""
-    return "; ".join(f"{k}={format_value(v)}" for k, v in headline_metrics(row, limit))
-
-
 def _fmt_time(seconds: float) -> str:
     if seconds <= 0 or math.isnan(seconds):
         return ""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def markdown_table(lines: list[PaperLine]) -> str:
+# ----------------------------------------------------------------------------------------------- figures
+def png_problem(path: Path) -> str:
+    """Return ``""`` if ``path`` is a whole PNG (signature, every chunk's CRC, an IEND chunk), else what is wrong."""
+    if not path.exists():
+        return "figure file is missing"
+    data = path.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "figure file is not a PNG"
+    pos = 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return "figure file is truncated"
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(data[pos + 4:end - 4]) & 0xFFFFFFFF != crc:
+            return f"figure file is damaged (bad CRC in chunk {kind.decode('latin-1')!r})"
+        if kind == b"IEND":
+            return ""
+        pos = end
+    return "figure file is truncated"
+
+
+# ----------------------------------------------------------------------------------------------- data model
+def _checks(raw: list[dict[str, Any]]) -> list[Check]:
+    out = []
+    for d in raw:
+        try:
+            out.append(Check.from_json(d))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _claim_data(line: PaperLine, c: ClaimLine, store: ResultStore, out_dir: Path) -> dict[str, Any]:
+    paper = line.entry.paper
+    d: dict[str, Any] = {"id": c.claim_id, "name": c.name, "title": c.title, "status": c.status, "note": c.note,
+                         "revisions": [r.__dict__ for r in paper.revisions if r.claim == c.name]}
+    row = c.row
+    if row is None:
+        d.update(headline=[], preconditions=[], failed_preconditions=[], criterion="", metrics={}, figures=[],
+                 scale=None, seed=None, duration_s=0.0, time="", fingerprint=None, notes="", traceback="",
+                 summary="", backend=None, margin=None)
+        return d
+    headline = _checks(row.headline)
+    pre = []
+    for name, info in row.preconditions.items():
+        chk = info.get("check") if isinstance(info, dict) else None
+        check = Check.from_json(chk) if chk else None
+        pre.append({"name": name, "ok": bool(info.get("ok")) if isinstance(info, dict) else bool(info),
+                    "check": str(check) if check else ""})
+    figures = []
+    for name, rel in row.figures.items():
+        src = store.figure_path(rel)
+        problem = png_problem(src)
+        if not problem:
+            dest = out_dir / rel
+            atomic_write_bytes(dest, src.read_bytes())
+        figures.append({"name": name, "path": rel, "problem": problem})
+    if headline:
+        summary = "; ".join(f"{h} {'✓' if h.ok else '✗'}" for h in headline)
+    else:
+        summary = "; ".join(f"{k}={format_value(v)}" for k, v in headline_metrics(row, 4))
+    margins = [h.margin for h in headline if not math.isnan(h.margin)]
+    d.update(headline=[{"text": str(h), "ok": h.ok, "margin": h.margin, **h.to_json()} for h in headline],
+             preconditions=pre, failed_preconditions=[p for p in pre if not p["ok"]], criterion=row.criterion,
+             metrics={k: format_value(v) for k, v in row.metrics.items()}, raw_metrics=row.metrics, figures=figures,
+             scale=row.scale, seed=row.seed, duration_s=row.duration_s, time=_fmt_time(row.duration_s),
+             fingerprint=row.fingerprint, notes=row.notes, traceback=row.traceback, summary=summary,
+             backend=row.backend, margin=min(margins) if margins else None,
+             figure_problems=[f"{f['name']}: {f['problem']}" for f in figures if f["problem"]])
+    return d
+
+
+def _git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance() -> dict[str, Any]:
+    """Versions and machine facts recorded with the results (gradlab, git commit, torch, Python, threads)."""
+    import torch
+
+    from gradlab import __version__
+
+    return {"gradlab": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "")}
+
+
+def report_data(lines: list[PaperLine], store: ResultStore, out_dir: Path) -> dict[str, Any]:
+    """The one data model rendered as HTML, Markdown and ``results.json``."""
+    papers = []
+    for line in lines:
+        p = line.entry.paper
+        claims = [_claim_data(line, c, store, out_dir) for c in line.claims]
+        papers.append({
+            "key": p.key, "title": p.title, "short_title": p.short_title, "cluster": p.cluster, "arxiv": p.arxiv,
+            "statement": p.statement, "components": list(p.components), "status": line.status,
+            "duration_s": line.duration_s, "time": _fmt_time(line.duration_s), "claims": claims,
+            "import_error": line.entry.import_error or "",
+        })
+    counts = {s: sum(pp["status"] == s for pp in papers) for s in PAPER_STATUSES}
+    claim_counts = {s: sum(c["status"] == s for pp in papers for c in pp["claims"]) for s in CLAIM_STATUSES}
+    return {"papers": papers, "counts": counts, "claim_counts": claim_counts,
+            "summary": ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(papers)} papers)",
+            "provenance": provenance()}
+
+
+# ----------------------------------------------------------------------------------------------- overview figure
+def overview_figure(data: dict[str, Any]):
+    """Claims by cluster and verdict (left) and every claim's margin to its threshold on one scale (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
+    statuses = ("passed", "failed", "inconclusive", "error", "timeout", "not run")
+    clusters = [c for c in CLUSTERS if any(p["cluster"] == c for p in data["papers"])]
+    bottoms = [0] * len(clusters)
+    for s in statuses:
+        vals = [sum(cl["status"] == s for p in data["papers"] if p["cluster"] == c for cl in p["claims"])
+                for c in clusters]
+        if any(vals):
+            ax1.barh(clusters, vals, left=bottoms, color=_BADGE_COLOURS[s], label=s)
+            bottoms = [b + v for b, v in zip(bottoms, vals)]
+    unimpl = [sum(p["status"] == "not implemented" for p in data["papers"] if p["cluster"] == c) for c in clusters]
+    ax1.barh(clusters, unimpl, left=bottoms, color=_BADGE_COLOURS["not implemented"], label="paper not implemented")
+    ax1.invert_yaxis()
+    ax1.set_xlabel("claims (not-implemented papers count 1)")
+    ax1.set_title("claims by cluster and verdict")
+    ax1.legend(fontsize=7, loc="lower right")
+    pts = [(p["key"] + "/" + c["name"], c["margin"], c["status"]) for p in data["papers"] for c in p["claims"]
+           if c.get("margin") is not None]
+    if pts:
+        pts.sort(key=lambda t: t[1])
+        ys = range(len(pts))
+        ax2.scatter([m for _, m, _ in pts], list(ys), c=[_BADGE_COLOURS.get(s, "#6e7781") for *_, s in pts], s=18)
+        ax2.set_yticks(list(ys))
+        ax2.set_yticklabels([n for n, _, _ in pts], fontsize=6)
+        ax2.axvline(0.0, color="k", lw=0.8)
+        ax2.set_xlim(-1.05, 1.05)
+    else:
+        ax2.text(0.5, 0.5, "no headline checks recorded yet", ha="center", va="center", transform=ax2.transAxes)
+    ax2.set_xlabel("margin to threshold (relative; > 0 holds)")
+    ax2.set_title("closest headline check per claim")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("gradlab.claims", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    env.filters["md"] = lambda t: str(t).replace("|", "\\|").replace("\n", " ")
+    env.globals["colour"] = lambda s: _BADGE_COLOURS.get(s, "#6e7781")
+    return env
+
+
+def markdown_table(lines: list[PaperLine], data: dict[str, Any] | None = None) -> str:
     """The summary table in GitHub Markdown (one row per paper)."""
-    out = ["| paper | cluster | status | criterion | measured | time |", "|---|---|---|---|---|---|"]
-    for line in lines:
-        p = line.entry.paper
-        crit = "<br>".join(_md_escape(c.row.criterion) for c in line.claims if c.row is not None and c.row.criterion)
-        measured = "<br>".join(
-            f"{c.claim_id.split('/', 1)[1]}: {c.status}" + (f" ({_md_escape(_metrics_summary(c.row))})" if c.row else "")
-            for c in line.claims
-        )
-        out.append(f"| `{p.key}` {_md_escape(p.short_title)} | {p.cluster} | **{line.status}** | {crit} | "
-                   f"{measured} | {_fmt_time(line.duration_s)} |")
-    counts = {s: sum(l.status == s for l in lines) for s in PAPER_STATUSES}
-    out.append("")
-    out.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(lines)} papers).")
-    return "\n".join(out)
+    if data is None:
+        data = {"papers": [{"key": l.entry.paper.key, "short_title": l.entry.paper.short_title,
+                            "cluster": l.entry.paper.cluster, "status": l.status, "statement": l.entry.paper.statement,
+                            "time": _fmt_time(l.duration_s),
+                            "claims": [{"name": c.name, "status": c.status,
+                                        "summary": _row_summary(c.row), "time": _fmt_time(c.row.duration_s) if c.row else "",
+                                        "failed_preconditions": _failed_pre(c.row)}
+                                       for c in l.claims]} for l in lines]}
+        counts = {s: sum(l.status == s for l in lines) for s in PAPER_STATUSES}
+        data["summary"] = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(lines)} papers)"
+    return _environment().get_template("table.md.j2").render(**data).strip()
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _row_summary(row: ResultRow | None) -> str:
+    if row is None:
+        return ""
+    headline = _checks(row.headline)
+    if headline:
+        return "; ".join(f"{h} {'✓' if h.ok else '✗'}" for h in headline)
+    return "; ".join(f"{k}={format_value(v)}" for k, v in headline_metrics(row, 4))
 
 
-def write_markdown(lines: list[PaperLine], store: ResultStore, out_dir: Path) -> Path:
-    parts = ["# gradlab reproduction report", "",
-             "Status per seed paper. Only `quick`/`full` results for the current code count as evidence.", "",
-             markdown_table(lines), ""]
-    for line in lines:
-        p = line.entry.paper
-        parts += [f"## `{p.key}` — {p.title}", ""]
-        if p.arxiv:
-            parts += [f"arXiv: [{p.arxiv}](https://arxiv.org/abs/{p.arxiv}) · cluster: {p.cluster} · "
-                      f"status: **{line.status}**", ""]
-        if line.entry.import_error:
-            parts += ["The paper module failed to import:", "", "```", line.entry.import_error.strip(), "```", ""]
-        for c in line.claims:
-            parts += [f"### {c.claim_id}: {c.title}", "", f"status: **{c.status}**" + (f" ({c.note})" if c.note else ""), ""]
-            if c.row is None:
-                continue
-            parts += [f"criterion: `{c.row.criterion}`", "", f"scale {c.row.scale}, seed {c.row.seed}, "
-                      f"{_fmt_time(c.row.duration_s)}, code {c.row.fingerprint}", ""]
-            if c.row.metrics:
-                parts += ["| metric | value |", "|---|---|"]
-                parts += [f"| {k} | {_md_escape(format_value(v))} |" for k, v in c.row.metrics.items()]
-                parts.append("")
-            if c.row.notes:
-                parts += [c.row.notes, ""]
-            if c.row.traceback:
-                parts += ["```", c.row.traceback.strip()[-3000:], "```", ""]
-            for name, rel in c.row.figures.items():
-                src = store.figure_path(rel)
-                if src.exists():
-                    dest = out_dir / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dest)
-                    parts += [f"![{name}]({rel})", ""]
-    path = out_dir / "REPORT.md"
-    atomic_write_bytes(path, "\n".join(parts).encode())
-    return path
-
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#1f2328}
-table{border-collapse:collapse;width:100%;margin:1em 0;font-size:14px}th,td{border:1px solid #d0d7de;padding:6px 8px;
-text-align:left;vertical-align:top}th{background:#f6f8fa}.badge{color:#fff;border-radius:10px;padding:2px 8px;
-font-size:12px;white-space:nowrap}code{background:#f6f8fa;padding:1px 4px;border-radius:4px}img{max-width:100%;
-border:1px solid #d0d7de;margin:6px 0}pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}
-section{border-top:2px solid #d0d7de;margin-top:2em}
-"""
-
-
-def _badge(status: str) -> str:
-    colour = _BADGE_COLOURS.get(status, _BADGE_COLOURS["error"] if status in ("error", "timeout", "failed") else "#6e7781")
-    if status == "passed":
-        colour = _BADGE_COLOURS["reproduced"]
-    elif status == "failed":
-        colour = _BADGE_COLOURS["not reproduced"]
-    return f'<span class="badge" style="background:{colour}">{html.escape(status)}</span>'
-
-
-def write_html(lines: list[PaperLine], store: ResultStore, out_dir: Path) -> Path:
-    e = html.escape
-    rows = []
-    for line in lines:
-        p = line.entry.paper
-        crit = "<br>".join(f"<code>{e(c.row.criterion)}</code>" for c in line.claims if c.row is not None)
-        measured = "<br>".join(f"{e(c.claim_id.split('/', 1)[1])}: {_badge(c.status)} {e(_metrics_summary(c.row))}"
-                               for c in line.claims)
-        rows.append(f"<tr><td><a href='#{e(p.key)}'><code>{e(p.key)}</code></a> {e(p.short_title)}</td>"
-                    f"<td>{e(p.cluster)}</td><td>{_badge(line.status)}</td><td>{crit}</td><td>{measured}</td>"
-                    f"<td>{e(_fmt_time(line.duration_s))}</td></tr>")
-    counts = {s: sum(l.status == s for l in lines) for s in PAPER_STATUSES}
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    sections = []
-    for line in lines:
-        p = line.entry.paper
-        body = [f"<section id='{e(p.key)}'><h2><code>{e(p.key)}</code> — {e(p.title)}</h2>",
-                f"<p>{_badge(line.status)} cluster {e(p.cluster)}"
-                + (f" · <a href='https://arxiv.org/abs/{e(p.arxiv)}'>arXiv {e(p.arxiv)}</a>" if p.arxiv else "") + "</p>"]
-        if line.entry.import_error:
-            body.append(f"<pre>{e(line.entry.import_error)}</pre>")
-        if not line.claims and not line.entry.import_error:
-            body.append("<p>No claims implemented yet.</p>")
-        for c in line.claims:
-            body.append(f"<h3>{e(c.claim_id)}: {e(c.title)}</h3><p>{_badge(c.status)} {e(c.note)}</p>")
-            if c.row is None:
-                continue
-            body.append(f"<p>criterion: <code>{e(c.row.criterion)}</code><br>scale {e(c.row.scale)}, seed {c.row.seed},"
-                        f" {e(_fmt_time(c.row.duration_s))}, code {e(c.row.fingerprint)}, backend {e(c.row.backend)}</p>")
-            if c.row.metrics:
-                body.append("<table><tr><th>metric</th><th>value</th></tr>" + "".join(
-                    f"<tr><td>{e(k)}</td><td>{e(format_value(v))}</td></tr>" for k, v in c.row.metrics.items()) + "</table>")
-            if c.row.notes:
-                body.append(f"<p>{e(c.row.notes)}</p>")
-            if c.row.traceback:
-                body.append(f"<details><summary>traceback</summary><pre>{e(c.row.traceback)}</pre></details>")
-            for name, rel in c.row.figures.items():
-                src = store.figure_path(rel)
-                if src.exists():
-                    data = base64.b64encode(src.read_bytes()).decode()
-                    body.append(f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'>"
-                                f"<figcaption>{e(name)}</figcaption></figure>")
-        body.append("</section>")
-        sections.append("\n".join(body))
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gradlab reproduction report</title>"
-            f"<style>{_CSS}</style></head><body><h1>gradlab reproduction report</h1>"
-            f"<p>{e(summary)} ({len(lines)} papers). Only <code>quick</code>/<code>full</code> results for the current"
-            f" code count as evidence.</p><table><thead><tr><th>paper</th><th>cluster</th><th>status</th>"
-            f"<th>criterion</th><th>measured</th><th>time</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + "\n".join(sections) + "</body></html>")
-    path = out_dir / "index.html"
-    atomic_write_bytes(path, page.encode())
-    return path
+def _failed_pre(row: ResultRow | None) -> list[dict[str, Any]]:
+    if row is None:
+        return []
+    out = []
+    for name, info in row.preconditions.items():
+        if isinstance(info, dict) and not info.get("ok"):
+            chk = info.get("check")
+            out.append({"name": name, "check": str(Check.from_json(chk)) if chk else ""})
+    return out
 
 
 def build_report(registry: Registry, store: ResultStore, out_dir: str | Path) -> list[PaperLine]:
-    """Write ``index.html`` and ``REPORT.md`` (with figures) into ``out_dir``; return the paper lines."""
+    """Write ``index.html``, ``REPORT.md``, ``results.json`` and the figures into ``out_dir``; return the lines."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report directory {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     lines = collect(registry, store)
-    write_markdown(lines, store, out)
-    write_html(lines, store, out)
+    data = report_data(lines, store, out)
+    import io
+
+    buf = io.BytesIO()
+    overview_figure(data).savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(out / "overview.png", buf.getvalue())
+    env = _environment()
+    atomic_write_bytes(out / "index.html", env.get_template("report.html.j2").render(**data).encode())
+    table = markdown_table(lines, data)
+    atomic_write_bytes(out / "REPORT.md", env.get_template("report.md.j2").render(table=table, **data).encode())
+    atomic_write_bytes(out / "results.json", json.dumps(data, indent=1, default=str).encode())
     return lines
 
 

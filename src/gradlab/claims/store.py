@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout")
+STATUSES: tuple[str, ...] = ("passed", "failed", "inconclusive", "error", "timeout")
+
+SCHEMA_VERSION = 2
+"""Version of the store's schema, kept in ``PRAGMA user_version``.
+
+1: the first schema (stores written before versioning carry ``user_version = 0`` and are read as 1);
+2: adds ``preconditions`` and ``headline`` (JSON) for the inconclusive verdict and the report's decisive numbers.
+Older stores are migrated forward when opened; a newer one is refused (:class:`StoreError`) before anything runs.
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -35,9 +43,24 @@ CREATE TABLE IF NOT EXISTS results (
     finished_at  REAL NOT NULL,
     duration_s   REAL NOT NULL,
     backend      TEXT NOT NULL DEFAULT 'local',
+    preconditions TEXT NOT NULL DEFAULT '{}',
+    headline     TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (claim_id, scale, seed, fingerprint)
 );
 """
+
+_MIGRATIONS: dict[int, str] = {
+    # from version -> SQL that brings the store to version + 1
+    1: ("ALTER TABLE results ADD COLUMN preconditions TEXT NOT NULL DEFAULT '{}';"
+        "ALTER TABLE results ADD COLUMN headline TEXT NOT NULL DEFAULT '[]';"),
+}
+
+_COLUMNS = ("claim_id", "paper", "scale", "seed", "fingerprint", "status", "metrics", "criterion", "notes", "figures",
+            "traceback", "started_at", "finished_at", "duration_s", "backend", "preconditions", "headline")
+
+
+class StoreError(ValueError):
+    """The store file cannot be used: not an SQLite database, damaged, or written by a newer gradlab."""
 
 
 @dataclass
@@ -59,6 +82,8 @@ class ResultRow:
     finished_at: float = 0.0
     duration_s: float = 0.0
     backend: str = "local"
+    preconditions: dict[str, Any] = field(default_factory=dict)
+    headline: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -69,11 +94,27 @@ class ResultRow:
         return self.status == "passed"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a partial one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a partial one.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it: an existing file keeps its mode, a new one
+    gets ``0o666 & ~umask`` (``mkstemp`` alone would leave every file ``0600``).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -88,14 +129,52 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class ResultStore:
     """SQLite-backed store of claim results; figures live next to it under ``figures/``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
-            raise ValueError(f"store path must be a file, not a directory: {self.path}")
+            raise StoreError(f"store path must be a file, not a directory: {self.path}")
+        for parent in self.path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise StoreError(f"store path lies under a file, not a directory: {parent}")
+                break
+        if not self.path.exists() and not create:
+            raise StoreError(f"no result store at {self.path} (run `gradlab reproduce` first)")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path} is not an SQLite result store")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.figure_dir = self.path.parent / "figures"
-        with self._connect() as con:
-            con.executescript(_SCHEMA)
+        try:
+            self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"result store {self.path} is damaged or unreadable ({exc})") from None
+
+    def _open_schema(self) -> None:
+        con = self._connect()
+        try:
+            version = int(con.execute("PRAGMA user_version").fetchone()[0])
+            has_table = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone() is not None
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"result store {self.path} has schema version {version}, newer than this gradlab's "
+                    f"({SCHEMA_VERSION}); upgrade gradlab or use another --store")
+            if not has_table:
+                with con:
+                    con.executescript(_SCHEMA)
+                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return
+            version = max(version, 1)
+            while version < SCHEMA_VERSION:
+                with con:
+                    con.executescript(_MIGRATIONS[version])
+                    version += 1
+                    con.execute(f"PRAGMA user_version = {version}")
+            con.execute("SELECT count(*) FROM results").fetchone()  # touches the table: a damaged file fails here
+        finally:
+            con.close()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60.0)
@@ -121,11 +200,12 @@ class ResultStore:
         """Insert or replace one result in a single transaction."""
         with self._connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO results ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
                 (row.claim_id, row.paper, row.scale, int(row.seed), row.fingerprint, row.status,
                  json.dumps(row.metrics, sort_keys=True), row.criterion, row.notes,
                  json.dumps(row.figures, sort_keys=True), row.traceback, row.started_at, row.finished_at,
-                 row.duration_s, row.backend),
+                 row.duration_s, row.backend, json.dumps(row.preconditions, sort_keys=True),
+                 json.dumps(row.headline)),
             )
         con.close()
 
@@ -170,7 +250,9 @@ class ResultStore:
     def _row(rec: dict[str, Any]) -> ResultRow:
         rec["metrics"] = json.loads(rec["metrics"])
         rec["figures"] = json.loads(rec["figures"])
-        return ResultRow(**rec)
+        rec["preconditions"] = json.loads(rec.get("preconditions") or "{}")
+        rec["headline"] = json.loads(rec.get("headline") or "[]")
+        return ResultRow(**{k: v for k, v in rec.items() if k in _COLUMNS})
 
 
 def now() -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -54,6 +55,10 @@ class Paper:
         components: dotted module paths of the library code the claims exercise; their source enters the
             code fingerprint, so evidence is rerun when they change.
         short_title: a few words for tables.
+        statement: the paper's central statement in one sentence (what the claims check), shown first in
+            the report.
+        revisions: the criterion history: every change of a claim's criterion or statistic made after a
+            result was seen (:class:`Revision`), printed under the claim in the report.
     """
 
     key: str
@@ -62,6 +67,8 @@ class Paper:
     arxiv: str | None = None
     components: tuple[str, ...] = ()
     short_title: str = ""
+    statement: str = ""
+    revisions: tuple["Revision", ...] = ()
 
     def __post_init__(self) -> None:
         if not self.key or self.key != self.key.strip().lower() or " " in self.key:
@@ -69,6 +76,13 @@ class Paper:
         if self.cluster not in CLUSTERS:
             raise ValueError(f"Paper.cluster must be one of {CLUSTERS}; got {self.cluster!r}")
         object.__setattr__(self, "components", tuple(self.components))
+        if not isinstance(self.statement, str):
+            raise TypeError(f"Paper.statement must be a string; got {type(self.statement).__name__}")
+        revisions = tuple(self.revisions)
+        for r in revisions:
+            if not isinstance(r, Revision):
+                raise TypeError(f"Paper.revisions must hold Revision objects; got {type(r).__name__}")
+        object.__setattr__(self, "revisions", revisions)
         if not self.short_title:
             object.__setattr__(self, "short_title", self.title.split(":")[0][:60])
 
@@ -76,6 +90,113 @@ class Paper:
     def module_name(self) -> str:
         """The module that holds this paper's metadata and claims."""
         return "gradlab.papers." + self.key.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One entry of a claim's criterion history.
+
+    A criterion or statistic may change after a result was seen only to make it match the paper's statement
+    or to fix a statistical flaw, never to pass; each such change is recorded here and printed in the report.
+
+    Attributes:
+        claim: the claim's name within its paper (``"lst_reaches_target_keeping_confidence"``).
+        date: ISO date of the change (``"2026-12-01"``).
+        old: the criterion before the change.
+        new: the criterion after the change.
+        reason: why it changed (which statement of the paper, which statistical flaw).
+        old_result: what the last result was under the old criterion (numbers and verdict).
+    """
+
+    claim: str
+    date: str
+    old: str
+    new: str
+    reason: str
+    old_result: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("claim", "date", "old", "new", "reason"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"Revision.{name} must be a non-empty string; got {value!r}")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.date):
+            raise ValueError(f"Revision.date must be an ISO date YYYY-MM-DD; got {self.date!r}")
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda v, b: v <= b,
+    "<": lambda v, b: v < b,
+    ">=": lambda v, b: v >= b,
+    ">": lambda v, b: v > b,
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One decisive number beside its threshold: ``Check("distance ratio", 0.19, "<=", 0.25)``.
+
+    Used for the headline numbers of a claim (``Evidence.headline``) and for preconditions
+    (``Evidence.preconditions``). ``ok`` is the comparison; ``margin`` is the signed distance to the threshold
+    on a common scale (relative to ``max(|bound|, |value|, 1e-12)``), positive when the check holds, so the report
+    can draw every claim's margin on one axis.
+    """
+
+    label: str
+    value: float
+    op: str
+    bound: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ValueError(f"Check.label must be a non-empty string; got {self.label!r}")
+        if self.op not in _OPS:
+            raise ValueError(f"Check.op must be one of {tuple(_OPS)}; got {self.op!r}")
+        for name in ("value", "bound"):
+            v = getattr(self, name)
+            if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+                v = v.item()
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"Check.{name} must be a real number; got {type(v).__name__}")
+            object.__setattr__(self, name, float(v))
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``value op bound`` holds (NaN never holds)."""
+        if math.isnan(self.value) or math.isnan(self.bound):
+            return False
+        return bool(_OPS[self.op](self.value, self.bound))
+
+    @property
+    def margin(self) -> float:
+        """Signed relative distance to the threshold, > 0 when the check holds (clipped to [-1, 1])."""
+        if math.isnan(self.value) or math.isnan(self.bound):
+            return float("nan")
+        if math.isinf(self.value):
+            return 1.0 if self.ok else -1.0
+        scale = max(abs(self.bound), abs(self.value), 1e-12)
+        d = (self.bound - self.value) if self.op in ("<=", "<") else (self.value - self.bound)
+        m = d / scale
+        if m == 0.0:
+            m = 0.0 if self.ok else -0.0
+        return max(-1.0, min(1.0, m))
+
+    def __str__(self) -> str:
+        return f"{self.label} {_fmt(self.value)} {self.op} {_fmt(self.bound)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "value": _to_jsonable(self.value, self.label), "op": self.op,
+                "bound": _to_jsonable(self.bound, self.label), "ok": self.ok}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Check":
+        return cls(str(d["label"]), float(d["value"]), str(d["op"]), float(d["bound"]))
+
+
+def _fmt(x: float) -> str:
+    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.4g}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +263,13 @@ class ClaimRun:
             return quick
         return full
 
+    def seeds(self, n: int) -> tuple[int, ...]:
+        """``n`` distinct seeds derived from :attr:`seed` (the first is ``seed`` itself), for claims decided
+        on a CI over seeds: ``for s in run.seeds(run.pick(smoke=2, quick=5)): seed_everything(s); ...``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int; got {n!r}")
+        return tuple(self.seed + 1009 * i for i in range(n))
+
     @property
     def is_evidence(self) -> bool:
         """Whether this scale's results count as evidence (``quick`` and ``full``)."""
@@ -170,12 +298,21 @@ def _to_jsonable(value: Any, where: str) -> Any:
     raise TypeError(f"Evidence metric {where!r} must be a number, string, bool, list or dict; got {type(value).__name__}")
 
 
+VERDICTS: tuple[str, ...] = ("passed", "failed", "inconclusive")
+
+
 @dataclass
 class Evidence:
     """What a claim returns: the measured numbers, the criterion, the computed verdict and figures.
 
     ``passed`` must be computed from ``metrics`` by the claim (never a literal). ``figures`` maps a name to a
     matplotlib ``Figure``, PNG ``bytes`` or a path to a PNG file; the runner stores them as PNG files.
+
+    ``preconditions`` maps a name to a bool or a :class:`Check`: what must hold for the experiment to be able
+    to test the statement at all (the model learned, the methods' outputs differ, the rule under test was
+    exercised). If any precondition fails the verdict is ``inconclusive`` whatever ``passed`` says; the report
+    names the failed precondition with its numbers. ``headline`` lists the one to three decisive numbers beside
+    their thresholds (:class:`Check`), shown first in the report.
     """
 
     metrics: dict[str, Any]
@@ -183,6 +320,8 @@ class Evidence:
     passed: bool
     figures: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    preconditions: dict[str, Any] = field(default_factory=dict)
+    headline: tuple[Check, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.metrics, Mapping):
@@ -199,6 +338,43 @@ class Evidence:
         if not isinstance(self.figures, Mapping):
             raise TypeError("Evidence.figures must be a dict name -> Figure | bytes | path")
         self.figures = dict(self.figures)
+        if not isinstance(self.preconditions, Mapping):
+            raise TypeError("Evidence.preconditions must be a dict name -> bool | Check")
+        pre: dict[str, Any] = {}
+        for name, cond in self.preconditions.items():
+            if hasattr(cond, "item") and not isinstance(cond, (bool, Check)):
+                cond = cond.item()
+            if not isinstance(cond, (bool, Check)):
+                raise TypeError(f"Evidence.preconditions[{name!r}] must be a bool or a Check; got {type(cond).__name__}")
+            pre[str(name)] = cond
+        self.preconditions = pre
+        headline = tuple(self.headline) if not isinstance(self.headline, Check) else (self.headline,)
+        for h in headline:
+            if not isinstance(h, Check):
+                raise TypeError(f"Evidence.headline must hold Check objects; got {type(h).__name__}")
+        self.headline = headline
+
+    @property
+    def failed_preconditions(self) -> list[str]:
+        """Names of the preconditions that do not hold."""
+        return [n for n, c in self.preconditions.items() if not (c.ok if isinstance(c, Check) else c)]
+
+    @property
+    def verdict(self) -> str:
+        """``inconclusive`` if a precondition failed, else ``passed`` or ``failed``."""
+        if self.failed_preconditions:
+            return "inconclusive"
+        return "passed" if self.passed else "failed"
+
+    def preconditions_json(self) -> dict[str, Any]:
+        """Preconditions as JSON: ``{name: {"ok": bool, "check": {...} | None}}``."""
+        out: dict[str, Any] = {}
+        for n, c in self.preconditions.items():
+            if isinstance(c, Check):
+                out[n] = {"ok": c.ok, "check": c.to_json()}
+            else:
+                out[n] = {"ok": bool(c), "check": None}
+        return out
 
     def figure_pngs(self, dpi: int = 110) -> dict[str, bytes]:
         """Render every figure to PNG bytes (closing matplotlib figures afterwards)."""

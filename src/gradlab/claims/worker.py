@@ -28,12 +28,13 @@ def execute_claim(
 ) -> dict[str, Any]:
     """Run one claim and return ``{status, metrics, criterion, notes, pngs, traceback, started_at, ...}``.
 
-    ``status`` is ``passed``/``failed`` from the Evidence, or ``error`` when the claim raised or returned
+    ``status`` is ``passed``/``failed``/``inconclusive`` from the Evidence's verdict, or ``error`` when the claim raised or returned
     something invalid. Never raises for a claim's own failure.
     """
     started = time.time()
     result: dict[str, Any] = {"claim_id": claim_id, "scale": scale, "seed": seed, "metrics": {}, "criterion": "",
-                              "notes": "", "pngs": {}, "traceback": "", "started_at": started}
+                              "notes": "", "pngs": {}, "traceback": "", "started_at": started,
+                              "preconditions": {}, "headline": []}
     try:
         _limit_threads(max(1, int(threads)))
         from gradlab.claims.registry import find_claim
@@ -49,7 +50,9 @@ def execute_claim(
             if not isinstance(evidence, Evidence):
                 raise TypeError(f"claim {claim_id} returned {type(evidence).__name__}, expected Evidence")
             result.update(metrics=evidence.metrics, criterion=evidence.criterion, notes=evidence.notes,
-                          pngs=evidence.figure_pngs(), status="passed" if evidence.passed else "failed")
+                          pngs=evidence.figure_pngs(), status=evidence.verdict,
+                          preconditions=evidence.preconditions_json(),
+                          headline=[h.to_json() for h in evidence.headline])
     except BaseException as exc:  # noqa: BLE001 - a claim's failure of any kind is recorded, not raised
         if isinstance(exc, KeyboardInterrupt):
             raise
