@@ -223,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_reproduce(args, console)
         return cmd_report(args, console)
     except UsageError as err:
-        Console(stderr=True).print(f"[red]gradlab {args.command}: error:[/] {escape(str(err))}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]gradlab {args.command}: error:[/] {escape(str(err))}",
+                                                   highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished results are stored; rerun to continue[/]")
@@ -231,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - a crash of the run itself: one line unless --debug
         if args.debug:
             raise
-        Console(stderr=True).print(f"[red]gradlab {args.command}: crashed:[/] {escape(type(err).__name__)}: "
+        Console(stderr=True, soft_wrap=True).print(f"[red]gradlab {args.command}: crashed:[/] {escape(type(err).__name__)}: "
                                    f"{escape(str(err))} (rerun with --debug for the traceback)", highlight=False)
         return EXIT_CRASH
 

@@ -45,3 +45,48 @@ def test_reproduce_exits_0_when_all_selected_claims_pass(demo_env):
                       "--out", str(demo_env["out"]), env=demo_env["env"])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "not implemented" in out.stdout
+
+
+def test_user_errors_are_one_line_and_exit_2(demo_env, tmp_path):
+    import sqlite3
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("not a store")
+    newer = tmp_path / "newer.sqlite"
+    con = sqlite3.connect(newer)
+    con.execute("PRAGMA user_version = 99")
+    con.execute("CREATE TABLE results (x)")
+    con.commit()
+    con.close()
+    store = str(demo_env["store"])
+    cases = [
+        ("reproduce", "--only", "demo", "--scale", "smoke", "--out", str(afile), "--store", store),
+        ("reproduce", "--only", "demo", "--scale", "smoke", "--store", str(afile)),
+        ("reproduce", "--only", "demo", "--scale", "smoke", "--store", str(tmp_path)),
+        ("reproduce", "--only", "demo", "--scale", "smoke", "--store", str(afile / "s.sqlite")),
+        ("reproduce", "--only", "demo", "--scale", "smoke", "--store", str(newer)),
+        ("reproduce", "--only", "", "--scale", "smoke", "--store", store),
+        ("reproduce", "--only", " , ", "--scale", "smoke", "--store", store),
+        ("report", "--store", str(tmp_path / "missing.sqlite"), "--out", str(tmp_path / "r")),
+        ("report", "--store", str(afile), "--out", str(tmp_path / "r")),
+    ]
+    for args in cases:
+        out = gradlab_cli(*args, env=demo_env["env"])
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr + out.stdout, args
+        assert len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)
+    assert not (tmp_path / "missing.sqlite").exists()
+    assert not list(demo_env["marks"].iterdir()), "a claim ran before a user error was noticed"
+
+
+def test_version_and_python_m(demo_env):
+    import subprocess
+    import sys
+
+    from gradlab import __version__
+
+    out = gradlab_cli("--version", env=demo_env["env"])
+    assert out.returncode == 0 and __version__ in out.stdout
+    mod = subprocess.run([sys.executable, "-m", "gradlab", "--version"], capture_output=True, text=True,
+                         env=demo_env["env"], timeout=120)
+    assert mod.returncode == 0 and __version__ in mod.stdout

@@ -140,3 +140,41 @@ def test_ctrl_c_stops_the_run_keeps_finished_results_and_exits_130(demo_env):
     kept = {r.claim_id: r.status for r in ResultStore(store_path).rows()}
     assert kept.get("demo/passes") == "passed"
     assert runs(demo_env["marks"], "passes") == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in fh)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker processes")
+def test_workers_die_promptly_when_the_driver_is_sigkilled(demo_env):
+    """SIGKILL only the driver (not its process group): its claim workers must not compute on as orphans."""
+    env = dict(demo_env["env"], GRADLAB_DEMO_SLEEP="120")
+    cmd = [sys.executable, "-m", "gradlab.cli", "reproduce", "--only", "demo", "--scale", "smoke", "--workers", "2",
+           "--store", str(demo_env["store"]), "--out", str(demo_env["out"])]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        children: list[int] = []
+        while time.time() < deadline:  # a finished claim proves the workers run; then take the live ones
+            children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+            if _count_rows(demo_env["store"]) >= 1 and len(children) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(children) >= 2, "no worker was running"
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 10
+        while any(_alive(c) for c in children) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(c) for c in children), "worker processes outlived the killed driver"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

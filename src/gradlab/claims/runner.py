@@ -151,7 +151,8 @@ def _run_local(todo: list[Task], store: ResultStore, workers: int, notify: Obser
             while pending and len(running) < workers:
                 task = pending.popleft()
                 parent, child = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=worker_main, args=(child, task.spec.id, task.scale, task.seed, threads),
+                proc = ctx.Process(target=worker_main, args=(child, task.spec.id, task.scale, task.seed, threads,
+                                                                   os.getpid()),
                                    name=f"gradlab-{task.spec.id}", daemon=True)
                 proc.start()
                 child.close()

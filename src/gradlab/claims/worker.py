@@ -62,8 +62,40 @@ def execute_claim(
     return result
 
 
-def worker_main(conn: Any, claim_id: str, scale: str, seed: int, threads: int) -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Make this process end as soon as its parent does, so a killed driver leaves no orphan computing on.
+
+    On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere, and as a second line of
+    defence, a daemon thread polls the parent's pid every half second and exits the process when it changes.
+    """
+    import signal
+    import sys
+    import threading
+
+    parent = os.getppid() if parent_pid is None else parent_pid
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no libc: the watcher thread still works
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="gradlab-parent-watch", daemon=True).start()
+
+
+def worker_main(conn: Any, claim_id: str, scale: str, seed: int, threads: int, parent_pid: int | None = None) -> None:
     """Entry point of a local worker process: stream progress, then the result, through ``conn``."""
+    die_with_parent(parent_pid)
     last = [0.0]
 
     def progress(fraction: float, message: str = "") -> None:
