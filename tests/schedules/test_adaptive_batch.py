@@ -173,3 +173,27 @@ def test_batch_size_lr_rules_are_reexported_as_schedules():
     assert sched.LanczosLR is bs.LanczosLR and sched.scale_learning_rate is bs.scale_learning_rate
     assert sched.scale_learning_rate(0.1, 32, 128, rule="linear") == pytest.approx(0.4)
     assert sched.scale_learning_rate(0.1, 32, 128, rule="sqrt") == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("due", [True, False])
+def test_update_with_nonfinite_gradients_raises_and_changes_nothing(due):
+    policy = AdaptiveBatchSize(4, 100, test_interval=1 if due else 5)
+    before = policy.state_dict()
+    bad = torch.randn(4, 3)
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        policy.update(bad)
+    assert policy.state_dict() == before
+
+
+@pytest.mark.parametrize("state, err", [({}, ValueError), ({"batch_size": 8, "num_updates": 1}, ValueError),
+                                        ([1, 2], TypeError),
+                                        ({"batch_size": 8, "num_updates": 1, "history": 3}, TypeError),
+                                        ({"batch_size": 1000, "num_updates": 1, "history": []}, ValueError),
+                                        ({"batch_size": 8, "num_updates": -1, "history": []}, ValueError)])
+def test_load_state_dict_refuses_malformed_state_without_mutating(state, err):
+    policy = AdaptiveBatchSize(4, 100)
+    before = policy.state_dict()
+    with pytest.raises(err):
+        policy.load_state_dict(state)
+    assert policy.state_dict() == before

@@ -123,17 +123,23 @@ class CurvatureOperator:
             raise ValueError(f"{name} contains NaN or inf")
         return v.to(dtype=self.dtype, device=self.device)
 
+    def _checked(self, out: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(out).all():
+            raise ValueError(f"{type(self).__name__} produced NaN or inf (the model's loss or outputs are not "
+                             "finite at these parameters)")
+        return out
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """Return :math:`A v` for a flat vector ``v`` of shape ``(P,)``."""
+        """Return :math:`A v` for a flat vector ``v`` of shape ``(P,)``; ``ValueError`` if the product is not finite."""
         v = self._check_vec("v", v, 1)
-        return self._matmat(v[:, None])[:, 0]
+        return self._checked(self._matmat(v[:, None])[:, 0])
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Return :math:`A V` for ``V`` of shape ``(P, k)`` (all columns in one vectorised call)."""
         V = self._check_vec("V", V, 2)
         if V.shape[1] == 0:
             return V.clone()
-        return self._matmat(V)
+        return self._checked(self._matmat(V))
 
     def __matmul__(self, other: torch.Tensor) -> torch.Tensor:
         return self.matvec(other) if other.ndim == 1 else self.matmat(other)
@@ -188,6 +194,8 @@ class FunctionOperator(CurvatureOperator):
         if not callable(matmat):
             raise TypeError("matmat must be callable")
         self._fn = matmat
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"size must be an int (the operator's dimension); got {type(size).__name__} {size!r}")
         self.size = int(size)
         if self.size < 1:
             raise ValueError(f"size must be >= 1; got {size}")
@@ -244,6 +252,20 @@ def _cast(obj: Any, dtype: torch.dtype | None, device: torch.device | None) -> A
     return obj
 
 
+def _check_batch_finite(obj: Any, where: str) -> None:
+    """Raise ``ValueError`` naming the part of the batch that holds NaN/inf (a curvature of NaN data is NaN)."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            if not torch.isfinite(obj).all():
+                raise ValueError(f"{where} contains NaN or inf; curvature of non-finite data is undefined")
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _check_batch_finite(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            _check_batch_finite(v, f"{where}[{i}]")
+
+
 def _split_batch(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise TypeError(
@@ -251,6 +273,8 @@ def _split_batch(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
             "dict of keyword inputs"
         )
     inputs, targets = batch
+    _check_batch_finite(inputs, "batch inputs")
+    _check_batch_finite(targets, "batch targets")
     if isinstance(inputs, Mapping):
         return (), dict(inputs), targets
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)

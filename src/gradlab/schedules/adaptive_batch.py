@@ -178,10 +178,21 @@ class AdaptiveBatchSize:
                                      coordinate_quantile=self.coordinate_quantile)
 
     def update(self, per_sample: torch.Tensor | dict[str, torch.Tensor] | list[torch.Tensor]) -> int:
-        """Record one optimizer step; run the test when due; return the (possibly larger) batch size."""
-        self.num_updates += 1
-        if self.num_updates % self.test_interval == 0 and self.batch_size < self.max_batch_size:
+        """Record one optimizer step; run the test when due; return the (possibly larger) batch size.
+
+        The test runs before any counter moves, so a bad ``per_sample`` (wrong type, NaN/inf) raises and leaves
+        the schedule exactly as it was.
+        """
+        due = (self.num_updates + 1) % self.test_interval == 0 and self.batch_size < self.max_batch_size
+        if due:
             result = self.evaluate(per_sample)
+        else:
+            result = None
+            G = flatten_per_sample(per_sample)
+            if not torch.isfinite(G).all():
+                raise ValueError("per_sample gradients contain NaN or inf")
+        self.num_updates += 1
+        if result is not None:
             self.last_result = result
             required = result.required
             new = self.max_batch_size if math.isinf(required) else min(self.max_batch_size, math.ceil(required))
@@ -212,10 +223,19 @@ class AdaptiveBatchSize:
         return {"batch_size": self.batch_size, "num_updates": self.num_updates, "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
-        self.batch_size = check_int("batch_size", state["batch_size"], minimum=2, maximum=self.max_batch_size)
-        self.num_updates = check_int("num_updates", state["num_updates"], minimum=0)
-        self.history = [int(b) for b in state["history"]]
+        """Restore :meth:`state_dict` output (validated as a whole before anything changes)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from AdaptiveBatchSize.state_dict(); got {type(state).__name__}")
+        missing = [k for k in ("batch_size", "num_updates", "history") if k not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing}; expected the output of AdaptiveBatchSize.state_dict()")
+        batch_size = check_int("state['batch_size']", state["batch_size"], minimum=2, maximum=self.max_batch_size)
+        num_updates = check_int("state['num_updates']", state["num_updates"], minimum=0)
+        history = state["history"]
+        if not isinstance(history, (list, tuple)):
+            raise TypeError(f"state['history'] must be a list of batch sizes; got {type(history).__name__}")
+        history = [check_int("state['history'][i]", b, minimum=1) for b in history]
+        self.batch_size, self.num_updates, self.history = batch_size, num_updates, history
 
     def __repr__(self) -> str:
         kind = "coordinatewise " if self.coordinatewise else ""
