@@ -83,3 +83,21 @@ def test_neuron_alignment():
         model.weight[:2, 0] = torch.tensor([1.0, -4.0])  # a_j > 0 neurons along ±mu_1
         model.weight[2:, 1] = torch.tensor([0.5, -2.0])  # a_j < 0 neurons along ±mu_2
     assert torch.allclose(model.neuron_alignment(means), torch.eye(2))
+
+
+def test_accuracy_refuses_mismatched_shapes_instead_of_broadcasting():
+    import pytest
+    import torch
+
+    from gradlab.dynamics.xor_cluster import accuracy
+
+    y = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    assert accuracy(torch.tensor([[2.0], [-1.0], [-3.0], [-0.5]]), y) == 0.75  # (n, 1) scores are fine
+    with pytest.raises(ValueError, match="shape"):
+        accuracy(torch.ones(4, 2), y)
+    with pytest.raises(ValueError, match="shape"):
+        accuracy(torch.ones(3), y)
+    with pytest.raises(ValueError, match="NaN"):
+        accuracy(torch.tensor([float("nan"), 1.0, 1.0, 1.0]), y)
+    with pytest.raises(TypeError, match="scores"):
+        accuracy([1, 2], y)

@@ -106,3 +106,13 @@ def test_token_selection():
     torch.testing.assert_close(b.token_scores(), b.y[:, None] * (b.X @ b.v))
     with pytest.raises(ValueError, match="n_context"):
         task.sample(2, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64, "float32"])
+def test_tasks_refuse_non_float_dtypes(dtype):
+    from gradlab.incontext.tasks import LinearRegressionTask, TokenSelectionTask
+
+    with pytest.raises(TypeError, match="dtype"):
+        LinearRegressionTask(3, dtype=dtype)
+    with pytest.raises(TypeError, match="dtype"):
+        TokenSelectionTask(3, dtype=dtype)

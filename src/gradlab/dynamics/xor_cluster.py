@@ -150,8 +150,24 @@ class XORTwoLayerReLU(nn.Module):
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of ``sign(scores) == labels`` (a score of exactly 0 counts as wrong)."""
-    return float((scores * labels > 0).float().mean())
+    """Fraction of ``sign(scores) == labels`` (a score of exactly 0 counts as wrong).
+
+    ``scores`` and ``labels`` must hold one value per sample each (shape ``(n,)``; a trailing singleton dimension
+    is accepted); mismatched shapes raise ``ValueError`` rather than broadcasting to an ``n x n`` comparison.
+    """
+    for name, t in (("scores", scores), ("labels", labels)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    s = scores.reshape(-1) if scores.ndim == 2 and scores.shape[1] == 1 else scores
+    y = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
+    if s.ndim != 1 or y.ndim != 1 or s.shape != y.shape:
+        raise ValueError(f"scores and labels must both have shape (n,); got {tuple(scores.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if s.numel() == 0:
+        raise ValueError("scores and labels are empty")
+    if s.is_floating_point() and not torch.isfinite(s).all():
+        raise ValueError("scores contain NaN or inf")
+    return float((s * y > 0).float().mean())
 
 
 @dataclass

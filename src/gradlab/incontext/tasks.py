@@ -32,6 +32,15 @@ __all__ = [
 ]
 
 
+def _check_float_dtype(dtype: object) -> torch.dtype:
+    """Sample dtypes must be real floating point: an integer dtype would truncate every sample silently."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype; got {type(dtype).__name__}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.float32); got {dtype}")
+    return dtype
+
+
 def _check_seed(seed: int) -> int:
     return check_int("seed", seed, minimum=0)
 
@@ -121,7 +130,7 @@ class LinearRegressionTask:
         self.w_scale = check_positive("w_scale", w_scale, allow_zero=True)
         self.noise_std = check_positive("noise_std", noise_std, allow_zero=True)
         self.seed = _check_seed(seed)
-        self.dtype = dtype
+        self.dtype = _check_float_dtype(dtype)
         if covariance is None:
             covariance = torch.eye(dim, dtype=torch.float64)
         check_tensor("covariance", covariance, ndim=2, floating=True, finite=True)
@@ -260,7 +269,7 @@ class TokenSelectionTask:
         self.dim = check_int("dim", dim, minimum=1)
         self.self_attention = bool(check_type("self_attention", self_attention, bool))
         self.seed = _check_seed(seed)
-        self.dtype = dtype
+        self.dtype = _check_float_dtype(dtype)
         self.generator = torch.Generator().manual_seed(self.seed)
         v = torch.randn(dim, generator=self.generator, dtype=torch.float64)
         self.v = (v / v.norm()).to(dtype)
