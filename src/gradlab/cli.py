@@ -1,4 +1,4 @@
-"""The ``gradlab`` command line: ``list``, ``reproduce`` and ``report``.
+"""The ``gradlab`` command line: ``list``, ``show``, ``reproduce`` and ``report``.
 
 Exit codes: 0 success (``reproduce``: every selected claim passed), 1 some claim did not reproduce (failed or
 inconclusive), 2 bad input (unknown paper key, bad scale, bad number of workers, an unusable path or store),
@@ -59,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="list all seed papers and whether their claims are implemented")
+    lst = sub.add_parser("list", help="list all seed papers and whether their claims are implemented")
+    lst.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    show = sub.add_parser("show", help="one paper: statement, components, claims, latest results and figures")
+    show.add_argument("key", help="paper key (see `gradlab list`)")
+    show.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    show.add_argument("--json", action="store_true", help="print as JSON")
 
     rep = sub.add_parser("reproduce", help="run the papers' claims and write the report")
     rep.add_argument("--scale", choices=SCALES, default="quick", help="run size (default: quick)")
@@ -79,18 +85,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_list(console: Console) -> int:
+def _entry_status(entry) -> str:
+    return "import error" if entry.import_error else ("implemented" if entry.implemented else "not implemented")
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    import json
+
     from gradlab.claims.registry import load_registry
 
     registry = load_registry()
+    if args.json:
+        out = [{"key": key, "title": e.paper.title, "cluster": e.paper.cluster, "arxiv": e.paper.arxiv,
+                "statement": e.paper.statement, "components": list(e.paper.components), "module": e.module,
+                "claims": [c.id for c in e.claims], "status": _entry_status(e)}
+               for key, e in registry.papers.items()]
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        return 0
     table = Table(title=f"gradlab: {len(registry.papers)} seed papers")
-    for col in ("key", "paper", "cluster", "claims", "status"):
+    for col in ("key", "paper", "cluster", "claims", "components", "status"):
         table.add_column(col)
     for key, entry in registry.papers.items():
-        status = "import error" if entry.import_error else ("implemented" if entry.implemented else "not implemented")
-        table.add_row(key, entry.paper.short_title, entry.paper.cluster, str(len(entry.claims)),
+        status = _entry_status(entry)
+        comps = ", ".join(c.removeprefix("gradlab.") for c in entry.paper.components)
+        table.add_row(key, entry.paper.short_title, entry.paper.cluster, str(len(entry.claims)), comps,
                       f"[{'green' if entry.implemented else 'dim'}]{status}[/]")
     console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from gradlab.claims.registry import load_registry
+    from gradlab.claims.report import collect, paper_status
+    from gradlab.claims.store import ResultStore, StoreError
+
+    registry = load_registry()
+    if args.key not in registry.papers:
+        raise UsageError(f"unknown paper key {args.key!r}. Valid keys: {', '.join(registry.papers)}")
+    entry = registry.papers[args.key]
+    store = None
+    if args.store.exists():
+        try:
+            store = ResultStore(args.store, create=False)
+        except StoreError as err:
+            raise UsageError(f"--store: {err}") from None
+    claims = []
+    lines = {l.entry.paper.key: l for l in collect(registry, store)} if store is not None else {}
+    line = lines.get(args.key)
+    for spec in entry.claims:
+        cl = next((c for c in line.claims if c.claim_id == spec.id), None) if line else None
+        row = cl.row if cl else None
+        claims.append({"id": spec.id, "title": spec.title, "status": row.status if row else "not run",
+                       "criterion": row.criterion if row else "", "scale": row.scale if row else None,
+                       "duration_s": row.duration_s if row else None,
+                       "headline": row.headline if row else [], "preconditions": row.preconditions if row else {},
+                       "figures": [str(store.figure_path(r)) for r in row.figures.values()] if row and store else [],
+                       "note": cl.note if cl else ""})
+    p = entry.paper
+    status = paper_status(entry, [c["status"] for c in claims])
+    info = {"key": p.key, "title": p.title, "cluster": p.cluster, "arxiv": p.arxiv, "statement": p.statement,
+            "components": list(p.components), "status": status, "claims": claims,
+            "revisions": [r.__dict__ for r in p.revisions]}
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=1) + "\n")
+        return 0
+    console.print(f"[bold]{escape(p.key)}[/] — {escape(p.title)}" + (f" (arXiv {p.arxiv})" if p.arxiv else ""))
+    if p.statement:
+        console.print(f"[italic]{escape(p.statement)}[/]")
+    console.print(f"status: [{_STYLE.get(status, 'white')}]{status}[/]; components: "
+                  + (", ".join(p.components) or "none"))
+    for c in claims:
+        console.print(f"\n[bold]{escape(c['id'])}[/]: {escape(c['title'])}\n  "
+                      f"[{_STYLE.get(c['status'], 'white')}]{c['status']}[/] {escape(c['note'])}")
+        if c["criterion"]:
+            console.print(f"  criterion: {escape(c['criterion'])}")
+        for h in c["headline"]:
+            console.print(f"  {'✓' if h.get('ok') else '✗'} {escape(h['label'])} {h['value']} {h['op']} {h['bound']}")
+        for name, pre in c["preconditions"].items():
+            if not pre.get("ok"):
+                console.print(f"  [blue]precondition failed:[/] {escape(name)}")
+        for f in c["figures"]:
+            console.print(f"  figure: {escape(f)}")
     return 0
 
 
@@ -218,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         if args.command == "list":
-            return cmd_list(console)
+            return cmd_list(args, console)
+        if args.command == "show":
+            return cmd_show(args, console)
         if args.command == "reproduce":
             return cmd_reproduce(args, console)
         return cmd_report(args, console)

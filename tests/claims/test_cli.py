@@ -90,3 +90,48 @@ def test_version_and_python_m(demo_env):
     mod = subprocess.run([sys.executable, "-m", "gradlab", "--version"], capture_output=True, text=True,
                          env=demo_env["env"], timeout=120)
     assert mod.returncode == 0 and __version__ in mod.stdout
+
+
+def _install_plugin(root):
+    """A tiny installed distribution (dist-info + entry point) holding one paper, on a path of its own."""
+    pkg = root / "gradlab_demo_plugin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "plugin_paper.py").write_text(
+        "from gradlab.claims import Check, Evidence, Paper, claim\n"
+        "PAPER = Paper(key='plugin-paper', title='A paper from a plugin', cluster='optim',\n"
+        "              statement='Plugins register papers through entry points.')\n"
+        "@claim(paper='plugin-paper', title='two plus two')\n"
+        "def arithmetic(run):\n"
+        "    v = 2 + 2\n"
+        "    return Evidence(metrics={'v': v}, criterion='v == 4', passed=v == 4, headline=(Check('v', v, '<=', 4),))\n")
+    info = root / "gradlab_demo_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gradlab-demo-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[gradlab.papers]\ndemo_plugin = gradlab_demo_plugin.plugin_paper\n")
+
+
+def test_an_installed_plugin_appears_without_any_environment_variable(demo_env, tmp_path):
+    import json
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_plugin(site)
+    env = {k: v for k, v in demo_env["env"].items() if k != "GRADLAB_EXTRA_PAPERS"}
+    env["PYTHONPATH"] = str(site) + os.pathsep + env.get("PYTHONPATH", "")
+    out = gradlab_cli("list", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    papers = {p["key"]: p for p in json.loads(out.stdout)}
+    assert len(papers) == 40 and papers["plugin-paper"]["claims"] == ["plugin-paper/arithmetic"]
+    assert papers["lion"]["components"] and papers["plugin-paper"]["status"] == "implemented"
+    store = tmp_path / "s.sqlite"
+    run = gradlab_cli("reproduce", "--only", "plugin-paper", "--scale", "quick", "--store", str(store),
+                      "--out", str(tmp_path / "r"), env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    shown = gradlab_cli("show", "plugin-paper", "--store", str(store), "--json", env=env)
+    info = json.loads(shown.stdout)
+    assert info["status"] == "reproduced" and info["claims"][0]["headline"][0]["label"] == "v"
+    assert info["statement"].startswith("Plugins register")
+    bad = gradlab_cli("show", "no-such-paper", env=env)
+    assert bad.returncode == 2 and "Valid keys" in bad.stderr

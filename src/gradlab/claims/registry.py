@@ -1,9 +1,17 @@
 """The claim registry: the ``@claim`` decorator and discovery of paper modules.
 
-Every module in :mod:`gradlab.papers` defines ``PAPER = Paper(...)`` and registers its claims with
-``@claim(paper=PAPER.key, ...)``. Extra modules (plugins, test fixtures) are imported from the
-comma-separated environment variable ``GRADLAB_EXTRA_PAPERS`` so that worker processes and Ray workers,
-which re-import the registry, see them too.
+Every paper module defines ``PAPER = Paper(...)`` and registers its claims with ``@claim(paper=PAPER.key, ...)``.
+Paper modules are discovered through the ``gradlab.papers`` entry-point group (``importlib.metadata``): each
+entry point names a paper module or a package whose public submodules are paper modules. gradlab's own seed
+papers are registered that way (``gradlab = "gradlab.papers"`` in its ``pyproject.toml``), so a third-party
+package adds papers by declaring an entry point in the same group and being installed::
+
+    [project.entry-points."gradlab.papers"]
+    my_papers = "my_package.papers"
+
+Modules named in the comma-separated environment variable ``GRADLAB_EXTRA_PAPERS`` are added on top (an
+override for quick experiments and test fixtures); worker processes and Ray workers, which re-import the
+registry, see both.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Callable, Mapping
 from gradlab.claims.types import SCALES, ClaimRun, ClaimSpec, Evidence, Paper
 
 EXTRA_ENV = "GRADLAB_EXTRA_PAPERS"
+ENTRY_POINT_GROUP = "gradlab.papers"
 
 _CLAIMS: dict[str, ClaimSpec] = {}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
@@ -108,13 +117,36 @@ class Registry:
         return [k for k in self.papers if k in set(only)]
 
 
-def _paper_modules() -> list[str]:
-    import gradlab.papers as pkg
+def _expand(target: str) -> list[str]:
+    """A paper module, or the public submodules of a package of paper modules."""
+    spec = importlib.util.find_spec(target)
+    if spec is None:
+        raise ModuleNotFoundError(f"paper entry point names {target!r}, which cannot be imported")
+    if spec.submodule_search_locations:
+        names = sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)
+                       if not m.name.startswith("_"))
+        return [f"{target}.{n}" for n in names]
+    return [target]
 
-    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
-    mods = [f"gradlab.papers.{n}" for n in names]
-    extra = [m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip()]
-    return mods + extra
+
+def entry_point_targets() -> list[str]:
+    """The values of the ``gradlab.papers`` entry points (gradlab's own first, then by name)."""
+    from importlib.metadata import entry_points
+
+    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name != "gradlab", ep.name))
+    targets = [ep.value.split(":", 1)[0].strip() for ep in eps]
+    if not targets:
+        raise RuntimeError(f"no {ENTRY_POINT_GROUP!r} entry points found: gradlab is not installed "
+                           "(run `pip install -e .` or `make test`)")
+    return list(dict.fromkeys(targets))
+
+
+def _paper_modules() -> list[str]:
+    mods: list[str] = []
+    for target in entry_point_targets():
+        mods.extend(_expand(target))
+    mods.extend(m.strip() for m in os.environ.get(EXTRA_ENV, "").split(",") if m.strip())
+    return list(dict.fromkeys(mods))
 
 
 def find_claim(claim_id: str) -> ClaimSpec:
@@ -123,12 +155,17 @@ def find_claim(claim_id: str) -> ClaimSpec:
     Falls back to the full registry (plugins from ``GRADLAB_EXTRA_PAPERS``) when the paper is not a seed module.
     """
     paper = claim_id.split("/", 1)[0]
-    module_name = "gradlab.papers." + paper.replace("-", "_")
-    if importlib.util.find_spec(module_name) is not None:
-        importlib.import_module(module_name)
-        spec = _CLAIMS.get(claim_id)
-        if spec is not None and spec.module == module_name:
-            return spec
+    for target in entry_point_targets():
+        module_name = f"{target}.{paper.replace('-', '_')}"
+        try:
+            found = importlib.util.find_spec(module_name) is not None
+        except ModuleNotFoundError:  # target is a module, not a package
+            found = False
+        if found:
+            importlib.import_module(module_name)
+            spec = _CLAIMS.get(claim_id)
+            if spec is not None and spec.module == module_name:
+                return spec
     return load_registry().claim(claim_id)
 
 
