@@ -264,7 +264,7 @@ def test_empty_parameter_list_raises():
     [
         (DiffGrad, {"lr": -1e-3}, ValueError, "lr"),
         (DiffGrad, {"lr": float("nan")}, ValueError, "lr"),
-        (DiffGrad, {"lr": torch.tensor(1e-3)}, TypeError, "lr"),
+        (DiffGrad, {"lr": torch.tensor([1e-3, 2e-3])}, TypeError, "lr"),
         (DiffGrad, {"betas": (1.0, 0.9)}, ValueError, r"betas\[0\]"),
         (DiffGrad, {"betas": (0.9, -0.1)}, ValueError, r"betas\[1\]"),
         (DiffGrad, {"betas": 0.9}, TypeError, "betas"),

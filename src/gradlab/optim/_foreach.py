@@ -120,3 +120,134 @@ def restore_state_defaults(optimizer: torch.optim.Optimizer, **group_defaults: A
             p_state = optimizer.state.get(p, {})
             if "step" in p_state and not torch.is_tensor(p_state["step"]):
                 p_state["step"] = torch.tensor(float(p_state["step"]), dtype=new_step_tensor().dtype)
+
+
+class NonFiniteGradientError(FloatingPointError, ValueError):
+    """A gradient holds NaN or inf; raised before any parameter or state changed."""
+
+
+def check_finite_grads(optimizer_name: str, group_index: int, grads: Sequence[Tensor]) -> None:
+    """Raise :class:`NonFiniteGradientError` naming the first non-finite gradient of a group.
+
+    One ``torch._foreach_norm`` per device (a read of each gradient) and one host transfer per device: a norm is
+    finite exactly when every entry is.
+    """
+    if not grads:
+        return
+    by_device: dict[torch.device, list[int]] = {}
+    for i, g in enumerate(grads):
+        by_device.setdefault(g.device, []).append(i)
+    for idx in by_device.values():
+        norms = torch._foreach_norm([grads[i] for i in idx])
+        finite = torch.isfinite(torch.stack([n.to(torch.float32) for n in norms]))
+        if not bool(finite.all()):
+            bad = idx[int((~finite).nonzero()[0, 0])]
+            raise NonFiniteGradientError(
+                f"{optimizer_name}: the gradient of parameter {bad} in param group {group_index} contains NaN or "
+                "inf; nothing was updated (unscale with torch.amp.GradScaler, which skips such steps, or clip)")
+
+
+def lr_value(lr: Any) -> float:
+    """The learning rate as a Python float (a 0-dim tensor lr, as schedulers may hold, is read once)."""
+    return float(lr.item()) if isinstance(lr, Tensor) else float(lr)
+
+
+def check_lr_any(lr: Any, name: str = "lr") -> float:
+    """A learning rate: a finite real number >= 0, or a 0-dim real tensor holding one."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or lr.is_complex() or not lr.is_floating_point():
+            raise TypeError(f"{name} as a tensor must be a 0-dim real floating tensor; got shape {tuple(lr.shape)} "
+                            f"dtype {lr.dtype}")
+        lr = float(lr.item())
+    return check_positive(name, lr, allow_zero=True)
+
+
+def check_state_dict_shapes(optimizer: torch.optim.Optimizer, state_dict: Any,
+                            like_param: Sequence[str], scalars: Sequence[str] = ("step",)) -> None:
+    """Check a state dict against this optimizer's parameters before ``load_state_dict`` changes anything.
+
+    Every saved per-parameter state must hold the keys ``like_param`` (tensors shaped like the parameter) and
+    ``scalars`` (one-element tensors or numbers); a saved state from another optimizer, another model or a
+    different parameter order raises ``ValueError`` naming the group, the parameter and the key.
+    """
+    name = type(optimizer).__name__
+    if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+        raise TypeError(f"{name}.load_state_dict expects the dict returned by state_dict() (keys 'state' and "
+                        f"'param_groups'); got {type(state_dict).__name__}")
+    saved_groups = state_dict["param_groups"]
+    if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(optimizer.param_groups):
+        n = len(saved_groups) if isinstance(saved_groups, (list, tuple)) else "no list of"
+        raise ValueError(f"{name}.load_state_dict: the state has {n} param groups, the optimizer "
+                         f"{len(optimizer.param_groups)}")
+    state = state_dict["state"]
+    for gi, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
+        ids = saved.get("params", []) if isinstance(saved, dict) else []
+        if len(ids) != len(group["params"]):
+            raise ValueError(f"{name}.load_state_dict: param group {gi} has {len(ids)} parameters in the state and "
+                             f"{len(group['params'])} in the optimizer")
+        for pi, (pid, p) in enumerate(zip(ids, group["params"])):
+            st = state.get(pid)
+            if st is None:
+                continue
+            where = f"{name}.load_state_dict: param group {gi}, parameter {pi} (shape {tuple(p.shape)})"
+            missing = [k for k in (*like_param, *scalars) if k not in st]
+            if missing:
+                raise ValueError(f"{where}: saved state lacks {missing} (saved keys {sorted(st)}); is it the state "
+                                 f"of another optimizer?")
+            for k in like_param:
+                t = st[k]
+                if not isinstance(t, Tensor) or tuple(t.shape) != tuple(p.shape):
+                    got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                    raise ValueError(f"{where}: saved {k!r} has shape {got}, expected {tuple(p.shape)} (the state of "
+                                     "another model or parameter order?)")
+                if not t.is_floating_point():
+                    raise ValueError(f"{where}: saved {k!r} must be floating point; got {t.dtype}")
+            for k in scalars:
+                t = st[k]
+                if isinstance(t, Tensor):
+                    if t.numel() != 1:
+                        raise ValueError(f"{where}: saved {k!r} must hold one number; got shape {tuple(t.shape)}")
+                    if not torch.isfinite(t.to(torch.float64)).all():
+                        raise ValueError(f"{where}: saved {k!r} is not finite")
+                elif isinstance(t, bool) or not isinstance(t, (int, float)):
+                    raise ValueError(f"{where}: saved {k!r} must be a number; got {type(t).__name__}")
+
+
+class ValidatedOptimizer(torch.optim.Optimizer):
+    """Base of gradlab's optimizers: every param group's hyperparameters are validated, in ``__init__``,
+    ``add_param_group``, ``load_state_dict`` and at each ``step`` (a group edited by hand is caught too).
+
+    Subclasses implement :meth:`_check_group` (raise ``ValueError``/``TypeError`` naming the key) and list their
+    per-parameter state in ``_STATE_LIKE_PARAM`` / ``_STATE_SCALARS`` for the load-time check.
+    """
+
+    _STATE_LIKE_PARAM: tuple[str, ...] = ()
+    _STATE_SCALARS: tuple[str, ...] = ("step",)
+
+    def _check_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _check_group_named(self, group: dict[str, Any], where: str) -> None:
+        try:
+            self._check_group(group)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict; got {type(param_group).__name__}")
+        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        self._check_group_named(merged, f"param group {len(self.param_groups)}")
+        super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_state_dict_shapes(self, state_dict, self._STATE_LIKE_PARAM, self._STATE_SCALARS)
+        for gi, saved in enumerate(state_dict["param_groups"]):
+            merged = {**self.defaults, **{k: v for k, v in saved.items() if k != "params"}}
+            self._check_group_named(merged, f"saved param group {gi}")
+        super().load_state_dict(state_dict)
+
+    def _checked_groups(self) -> list[dict[str, Any]]:
+        for gi, group in enumerate(self.param_groups):
+            self._check_group_named(group, f"param group {gi}")
+        return self.param_groups

@@ -17,6 +17,10 @@ their sum; this keeps the state per parameter, so ``state_dict`` and param group
 Weight decay is either L2 (``g <- g + wd * x``, entering the norm, like ``torch.optim.Adagrad``) or decoupled
 (``x <- x (1 - lr * wd)``); both use the *parameter*, unlike the official AdAdaGrad code, which decays with the
 gradient. Every parameter (1-D ones included) uses its own gradient.
+
+The accumulator and the squared norms are kept in at least float32 (``promote_types(param.dtype, float32)``)
+and the step ``g / (b + eps)`` is formed in that precision before it is cast to the parameter's dtype: in
+float16, ``b^2`` overflows after a few hundred steps of unit gradients and the update would become exactly 0.
 """
 
 from __future__ import annotations
@@ -27,14 +31,21 @@ import torch
 from torch.optim import Optimizer
 
 from gradlab.core.validation import check_positive, check_type
-from gradlab.optim._foreach import resolve_foreach, restore_state_defaults
+from gradlab.optim._foreach import (
+    ValidatedOptimizer,
+    check_lr_any,
+    lr_value,
+    params_with_grad,
+    resolve_foreach,
+    restore_state_defaults,
+)
 
 __all__ = ["AdaGradNorm"]
 
 ParamsT = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 
 
-class AdaGradNorm(Optimizer):
+class AdaGradNorm(ValidatedOptimizer):
     """Scalar-step-size AdaGrad (AdaGrad-Norm); see the module docstring for the equations.
 
     Args:
@@ -47,7 +58,13 @@ class AdaGradNorm(Optimizer):
             ``True`` multiplies ``x`` by ``1 - lr * weight_decay`` (AdamW-style).
         maximize: ascend instead of descend.
         foreach: use ``torch._foreach_*`` kernels grouped by device and dtype (``None``: auto, on for CUDA).
+
+    Every param group is validated (in ``__init__``, ``add_param_group``, ``load_state_dict`` and each step);
+    a loaded state must hold a one-number ``sum_sq`` and ``step`` per parameter.
     """
+
+    _STATE_LIKE_PARAM = ()
+    _STATE_SCALARS = ("step", "sum_sq")
 
     def __init__(
         self,
@@ -61,14 +78,9 @@ class AdaGradNorm(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        check_positive("lr", lr)
-        check_positive("initial_accumulator_value", initial_accumulator_value, allow_zero=True)
-        check_positive("eps", eps)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        check_type("decoupled_weight_decay", decoupled_weight_decay, bool)
-        check_type("maximize", maximize, bool)
-        if foreach is not None:
-            check_type("foreach", foreach, bool)
+        self._check_group(dict(lr=lr, initial_accumulator_value=initial_accumulator_value, eps=eps,
+                               weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                               maximize=maximize, foreach=foreach))
         defaults = dict(
             lr=lr,
             initial_accumulator_value=initial_accumulator_value,
@@ -84,21 +96,26 @@ class AdaGradNorm(Optimizer):
         super().__setstate__(state)
         restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None)
 
-    def _init_group(self, group: dict[str, Any]) -> tuple[list, list, list, list]:
-        params, grads, sums, steps = [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("AdaGradNorm does not support sparse gradients")
-            if torch.is_complex(p):
-                raise RuntimeError("AdaGradNorm does not support complex parameters; use torch.view_as_real")
+    def _check_group(self, group: dict[str, Any]) -> None:
+        lr = check_lr_any(group["lr"])
+        if lr == 0:
+            raise ValueError("lr must be > 0; got 0")
+        check_positive("initial_accumulator_value", group["initial_accumulator_value"], allow_zero=True)
+        check_positive("eps", group["eps"])
+        check_positive("weight_decay", group["weight_decay"], allow_zero=True)
+        check_type("decoupled_weight_decay", group["decoupled_weight_decay"], bool)
+        check_type("maximize", group["maximize"], bool)
+        if group["foreach"] is not None:
+            check_type("foreach", group["foreach"], bool)
+
+    def _prepare_group(self, group: dict[str, Any]) -> tuple[list, list, list, list]:
+        params, grads = params_with_grad("AdaGradNorm", group)
+        sums, steps = [], []
+        for p in params:
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["sum_sq"] = torch.zeros((), dtype=p.dtype, device=p.device)
-            params.append(p)
-            grads.append(p.grad)
+                state["sum_sq"] = torch.zeros((), dtype=_acc_dtype(p.dtype), device=p.device)
             sums.append(state["sum_sq"])
             steps.append(state["step"])
         return params, grads, sums, steps
@@ -116,8 +133,8 @@ class AdaGradNorm(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            params, grads, sums, steps = self._init_group(group)
+        for group in self._checked_groups():
+            params, grads, sums, steps = self._prepare_group(group)
             if not params:
                 continue
             foreach = resolve_foreach(group["foreach"], params)
@@ -126,7 +143,7 @@ class AdaGradNorm(Optimizer):
             fn = _multi_tensor_adagradnorm if foreach else _single_tensor_adagradnorm
             fn(
                 params, grads, sums, steps, all_sums,
-                lr=float(group["lr"]),
+                lr=lr_value(group["lr"]),
                 initial_accumulator_value=float(group["initial_accumulator_value"]),
                 eps=float(group["eps"]),
                 weight_decay=float(group["weight_decay"]),
@@ -134,6 +151,11 @@ class AdaGradNorm(Optimizer):
                 maximize=bool(group["maximize"]),
             )
         return loss
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in at least float32 (float16/bfloat16 sums of squares overflow or stall)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _group_accumulator(sums: list[torch.Tensor], initial: float) -> torch.Tensor:
@@ -158,14 +180,18 @@ def _single_tensor_adagradnorm(
         d = -g if maximize else g
         if weight_decay != 0 and not decoupled:
             d = d.add(p, alpha=weight_decay)
-        s.add_(torch.linalg.vector_norm(d).square())
+        s.add_(torch.linalg.vector_norm(d, dtype=s.dtype).square())
         st.add_(1)
         directions.append(d)
     denom = _group_accumulator(all_sums, initial_accumulator_value).sqrt().add(eps)
     for p, d in zip(params, directions):
         if weight_decay != 0 and decoupled:
             p.mul_(1 - lr * weight_decay)
-        p.add_(d / denom.to(device=p.device, dtype=p.dtype), alpha=-lr)
+        acc = _acc_dtype(p.dtype)
+        if acc == p.dtype:
+            p.add_(d / denom.to(device=p.device, dtype=p.dtype), alpha=-lr)
+        else:  # low precision: form the step in float32, then cast
+            p.add_((d.to(acc) / denom.to(device=p.device, dtype=acc)).mul_(-lr).to(p.dtype))
 
 
 def _multi_tensor_adagradnorm(
@@ -179,7 +205,7 @@ def _multi_tensor_adagradnorm(
         d = torch._foreach_neg(dev_grads) if maximize else list(dev_grads)
         if weight_decay != 0 and not decoupled:
             d = torch._foreach_add(d, dev_params, alpha=weight_decay)
-        norms = torch._foreach_norm(d)
+        norms = torch._foreach_norm(d, dtype=dev_sums[0].dtype)
         torch._foreach_add_(dev_sums, torch._foreach_mul(norms, norms))
         torch._foreach_add_(dev_steps, 1)
         directions.append((dev_params, d))
@@ -187,5 +213,12 @@ def _multi_tensor_adagradnorm(
     for dev_params, d in directions:
         if weight_decay != 0 and decoupled:
             torch._foreach_mul_(dev_params, 1 - lr * weight_decay)
-        scaled = torch._foreach_div(d, denom.to(device=dev_params[0].device, dtype=dev_params[0].dtype))
-        torch._foreach_add_(dev_params, scaled, alpha=-lr)
+        pdtype = dev_params[0].dtype
+        acc = _acc_dtype(pdtype)
+        if acc == pdtype:
+            scaled = torch._foreach_div(d, denom.to(device=dev_params[0].device, dtype=pdtype))
+            torch._foreach_add_(dev_params, scaled, alpha=-lr)
+        else:  # low precision: form the step in float32, then cast
+            wide = torch._foreach_div([t.to(acc) for t in d], denom.to(device=dev_params[0].device, dtype=acc))
+            torch._foreach_mul_(wide, -lr)
+            torch._foreach_add_(dev_params, [t.to(pdtype) for t in wide])

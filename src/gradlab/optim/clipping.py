@@ -151,13 +151,23 @@ class CoordinateClip(Optimizer):
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
 
+    def _check_clippable(self, params: list[Tensor]) -> None:
+        for i, p in enumerate(params):
+            if not p.is_floating_point():
+                raise TypeError(f"coordinate_clip needs real floating-point parameters; parameter {i} is {p.dtype} "
+                                "(complex parameters: clip torch.view_as_real views instead)")
+        if self.scope == "global" and len({(p.device, p.dtype) for p in params}) > 1:
+            raise ValueError("scope='global' needs every parameter on one device with one dtype; got "
+                             f"{sorted({(str(p.device), str(p.dtype)) for p in params})}")
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Step the wrapped optimizer, then clip the update it applied."""
+        """Step the wrapped optimizer, then clip the update it applied (parameters are checked first)."""
         if closure is None:
             params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         else:
             params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        self._check_clippable(params)  # before the wrapped optimizer changes anything
         old = torch._foreach_clone(params) if params else []
         loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
         if closure is not None:

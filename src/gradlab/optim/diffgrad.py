@@ -40,8 +40,10 @@ from torch.optim import Optimizer
 
 from gradlab.core import check_positive, check_type
 from gradlab.optim._foreach import (
+    ValidatedOptimizer,
     check_betas,
-    check_lr,
+    check_lr_any,
+    lr_value,
     group_by_device_and_dtype,
     new_step_tensor,
     params_with_grad,
@@ -53,7 +55,7 @@ from gradlab.optim._foreach import (
 __all__ = ["DiffGrad"]
 
 
-class DiffGrad(Optimizer):
+class DiffGrad(ValidatedOptimizer):
     """diffGrad (Dubey et al., 2020): Adam scaled by the friction coefficient ``sigmoid(|g_prev - g|)``.
 
     Args:
@@ -70,7 +72,12 @@ class DiffGrad(Optimizer):
 
     State per parameter: ``step`` (0-dim tensor), ``exp_avg``, ``exp_avg_sq`` and ``prev_grad`` (a copy of the
     last gradient used, including the L2 term and the sign flip of ``maximize``).
+
+    Every param group is validated (in ``__init__``, ``add_param_group``, ``load_state_dict`` and each step);
+    ``lr`` may be a float or a 0-dim tensor.
     """
+
+    _STATE_LIKE_PARAM = ("exp_avg", "exp_avg_sq", "prev_grad")
 
     def __init__(
         self,
@@ -84,14 +91,8 @@ class DiffGrad(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        check_lr(lr)
-        check_betas(betas)
-        check_positive("eps", eps)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        check_type("decoupled_weight_decay", decoupled_weight_decay, bool)
-        check_type("maximize", maximize, bool)
-        if foreach is not None:
-            check_type("foreach", foreach, bool)
+        self._check_group(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach))
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach, differentiable=False,
@@ -102,7 +103,17 @@ class DiffGrad(Optimizer):
         super().__setstate__(state)
         restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None)
 
-    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr_any(group["lr"])
+        check_betas(group["betas"])
+        check_positive("eps", group["eps"])
+        check_positive("weight_decay", group["weight_decay"], allow_zero=True)
+        check_type("decoupled_weight_decay", group["decoupled_weight_decay"], bool)
+        check_type("maximize", group["maximize"], bool)
+        if group["foreach"] is not None:
+            check_type("foreach", group["foreach"], bool)
+
+    def _prepare_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
         params, grads = params_with_grad("DiffGrad", group)
         exp_avgs, exp_avg_sqs, prev_grads, steps = [], [], [], []
         for p in params:
@@ -125,14 +136,14 @@ class DiffGrad(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            tensors = self._init_group(group)
+        for group in self._checked_groups():
+            tensors = self._prepare_group(group)
             if not tensors[0]:
                 continue
             fn = _diffgrad_foreach if resolve_foreach(group["foreach"], tensors[0]) else _diffgrad_loop
             beta1, beta2 = group["betas"]
             fn(
-                *tensors, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                *tensors, lr=lr_value(group["lr"]), beta1=beta1, beta2=beta2, eps=group["eps"],
                 weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],
                 maximize=group["maximize"],
             )

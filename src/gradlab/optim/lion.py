@@ -32,9 +32,12 @@ from torch.optim import Optimizer
 
 from gradlab.core import check_positive, check_type
 from gradlab.optim._foreach import (
+    ValidatedOptimizer,
     check_betas,
-    check_lr,
+    check_finite_grads,
+    check_lr_any,
     group_by_device_and_dtype,
+    lr_value,
     new_step_tensor,
     params_with_grad,
     resolve_foreach,
@@ -44,7 +47,7 @@ from gradlab.optim._foreach import (
 __all__ = ["Lion"]
 
 
-class Lion(Optimizer):
+class Lion(ValidatedOptimizer):
     """Lion (Chen et al., 2023): ``theta -= lr * (sign(beta1*m + (1-beta1)*g) + weight_decay*theta)``.
 
     Args:
@@ -57,7 +60,14 @@ class Lion(Optimizer):
             bit-identical results.
 
     State per parameter: ``step`` (0-dim tensor, counts updates) and ``exp_avg`` (the momentum :math:`m`).
+
+    Every param group is validated (in ``__init__``, ``add_param_group``, ``load_state_dict`` and each step). A
+    NaN/inf gradient raises :class:`~gradlab.optim._foreach.NonFiniteGradientError` before anything changes:
+    ``sign`` maps NaN to 0, so the parameter would stay finite while its momentum turned NaN and froze that
+    coordinate for good, silently. ``lr`` may be a float or a 0-dim tensor.
     """
+
+    _STATE_LIKE_PARAM = ("exp_avg",)
 
     def __init__(
         self,
@@ -69,12 +79,7 @@ class Lion(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        check_lr(lr)
-        check_betas(betas)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        check_type("maximize", maximize, bool)
-        if foreach is not None:
-            check_type("foreach", foreach, bool)
+        self._check_group(dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach))
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
             differentiable=False,
@@ -85,7 +90,15 @@ class Lion(Optimizer):
         super().__setstate__(state)
         restore_state_defaults(self, maximize=False, foreach=None)
 
-    def _init_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_lr_any(group["lr"])
+        check_betas(group["betas"])
+        check_positive("weight_decay", group["weight_decay"], allow_zero=True)
+        check_type("maximize", group["maximize"], bool)
+        if group["foreach"] is not None:
+            check_type("foreach", group["foreach"], bool)
+
+    def _prepare_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
         params, grads = params_with_grad("Lion", group)
         exp_avgs, steps = [], []
         for p in params:
@@ -104,13 +117,17 @@ class Lion(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            tensors = self._init_group(group)
+        prepared = []
+        for gi, group in enumerate(self._checked_groups()):  # validate everything before changing anything
+            tensors = self._prepare_group(group)
+            check_finite_grads("Lion", gi, tensors[1])
+            prepared.append((group, tensors))
+        for group, tensors in prepared:
             if not tensors[0]:
                 continue
             fn = _lion_foreach if resolve_foreach(group["foreach"], tensors[0]) else _lion_loop
             beta1, beta2 = group["betas"]
-            fn(*tensors, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+            fn(*tensors, lr=lr_value(group["lr"]), beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                maximize=group["maximize"])
         return loss
 
