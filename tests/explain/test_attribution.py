@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import captum.attr as ca
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from gradlab.explain import (
     CLime,
     LocalFunctionApproximation,
@@ -139,6 +141,38 @@ def test_smoothgrad_equals_noise_tunnel_with_same_seed():
         ref = ca.NoiseTunnel(ca.Saliency(m)).attribute(X, target=T, nt_type=nt, nt_samples=4, stdevs=0.2, abs=True)
         ours = SmoothGrad(m).attribute(X, target=T, nt_type=nt, n_samples=4, stdevs=0.2, abs=True, seed=5)
         torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("base", ["saliency", "input_x_gradient"])
+def test_smoothgrad_equals_noise_tunnel_in_float64(base):
+    # NoiseTunnel draws its noise in the default dtype (float32) also for float64 inputs; the same seed must give
+    # the same noise, so the float64 attributions agree to float64 round-off (issue 9, section 3)
+    m = copy.deepcopy(_mlp()).double()
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 1, 0])
+    ours = SmoothGrad(m, base=base).attribute(x, target=t, n_samples=9, stdevs=0.4, seed=77, chunk_size=7)
+    inner = ca.Saliency(m) if base == "saliency" else ca.InputXGradient(m)
+    kwargs = {"abs": False} if base == "saliency" else {}
+    torch.manual_seed(77)
+    ref = ca.NoiseTunnel(inner).attribute(x, target=t, nt_type="smoothgrad", nt_samples=9, stdevs=0.4, **kwargs)
+    assert ours.dtype == ref.dtype == torch.float64
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+
+
+def test_smoothgrad_noise_follows_the_default_dtype_like_noise_tunnel():
+    m = _mlp()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        ours = SmoothGrad(m).attribute(X, target=T, n_samples=4, stdevs=0.3, seed=2)
+        torch.manual_seed(2)
+        # NoiseTunnel promotes the float32 input to the float64 noise's dtype; the wrapper casts back for the model
+        ref = ca.NoiseTunnel(ca.Saliency(lambda z: m(z.float()))).attribute(
+            X, target=T, nt_type="smoothgrad", nt_samples=4, stdevs=0.3, abs=False)
+    finally:
+        torch.set_default_dtype(old)
+    assert ours.dtype == torch.float32  # the model's dtype is kept (Captum would promote to float64)
+    torch.testing.assert_close(ours, ref.float(), atol=1e-6, rtol=1e-5)
 
 
 def test_smoothgrad_over_input_x_gradient_equals_noise_tunnel():
@@ -418,3 +452,26 @@ def test_lrp_flatten_handled_equals_view_and_ixg_on_bias_free_relu_net():
         LRP(ReusedReLU().eval()).attribute(X, target=0)
     with pytest.raises(ValueError, match="no LRP rule"):
         LRP(nn.Sequential(nn.Linear(6, 4), nn.GELU(), nn.Linear(4, 2)).eval()).attribute(X, target=0)
+
+
+class _HalfSquare(nn.Module):
+    """f_c(x) = 0.5 * (c + 1) * sum(x^2): the gradient is (c + 1) x, so SmoothGrad exposes the noise itself."""
+
+    def forward(self, x):
+        s = 0.5 * (x * x).sum(dim=1, keepdim=True)
+        return torch.cat([s, 2 * s], dim=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), std=st.floats(0.0, 3.0), n=st.integers(1, 6), rows=st.integers(1, 4),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_smoothgrad_noise_equals_noise_tunnel_property(seed, std, n, rows, dtype):
+    m = _HalfSquare().eval()
+    x = torch.randn(rows, 5, generator=torch.Generator().manual_seed(seed % 1000), dtype=dtype)
+    ours = SmoothGrad(m).attribute(x, target=1, n_samples=n, stdevs=std, seed=seed, nt_type="vargrad")
+    torch.manual_seed(seed)
+    ref = ca.NoiseTunnel(ca.Saliency(m)).attribute(x, target=1, nt_type="vargrad", nt_samples=n, stdevs=std,
+                                                   abs=False)
+    assert ours.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(ours, ref.to(dtype), atol=tol * max(1.0, 4 * std * std), rtol=tol)

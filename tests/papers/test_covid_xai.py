@@ -2,12 +2,14 @@
 
 import math
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from gradlab.claims.inline import run_claim_inline
 from gradlab.explain import DeepLift, GuidedBackprop
-from gradlab.papers.covid_xai import ResCNN, make_chest_images
+from gradlab.papers.covid_xai import PAPER, ResCNN, make_chest_images
 
 
 def test_chest_images_labels_match_masks():
@@ -39,4 +41,20 @@ def test_smoke():
     ev = run_claim_inline("covid-xai/ensemble_and_localisation", scale="smoke")
     nums = [v for v in ev.metrics.values() if isinstance(v, float)]
     assert nums and all(math.isfinite(v) for v in nums)
-    assert "ranking" in ev.metrics and set(ev.figures) == {"f1_and_ranking", "example_masks"}
+    assert "ranking" in ev.metrics and "model_ranking" in ev.metrics
+    assert set(ev.figures) == {"f1_and_ranking", "example_masks"}
+    m = ev.metrics
+    # the ensemble is compared with its best member, seed by seed
+    per_seed = m["vote_minus_best_member_micro_f1_per_seed"]
+    assert per_seed == pytest.approx([v - b for v, b in zip(m["majority_vote_micro_f1_per_seed"],
+                                                            m["best_member_micro_f1_per_seed"])])
+    assert m["best_member_micro_f1"] >= m["mean_member_micro_f1"]
+    assert m["vote_minus_best_member_micro_f1_ci"]["mean"] == pytest.approx(float(np.mean(per_seed)))
+    assert ev.headline[0].value == m["vote_minus_best_member_micro_f1_ci"]["low"]
+    assert ev.passed == all(h.ok for h in ev.headline)
+    assert list(ev.preconditions) == ["every member learned"]
+
+
+def test_paper_records_the_criterion_change():
+    assert "ResNets" in PAPER.statement
+    assert PAPER.revisions[0].claim == "ensemble_and_localisation" and "0.7875" in PAPER.revisions[0].old_result

@@ -13,7 +13,8 @@ defaults differ (research note §1):
   paper's settings: sigma = ``noise_level`` (default 0.15) times the input range x_max - x_min of each example,
   the *signed* gradient averaged (``abs=False``), a ``seed``; Captum's NoiseTunnel instead takes an absolute
   std (default 1.0) and averages |g| through Saliency's ``abs=True``. With the same seed and an absolute
-  ``stdevs`` the noise equals NoiseTunnel's draw exactly.
+  ``stdevs`` the noise equals NoiseTunnel's draw exactly, in every input dtype (the draw is made in the default
+  dtype, as NoiseTunnel makes it, and cast to the input's dtype).
 * :class:`GuidedBackprop` -- ReLU backward replaced by 1[z > 0] * ReLU(R) (Springenberg et al. 2015).
 * :class:`DeepLift` -- the rescale rule m = (phi(z) - phi(z')) / (z - z') (Shrikumar et al. 2017), zero baseline.
 
@@ -201,13 +202,20 @@ def draw_smoothgrad_noise(
 ) -> torch.Tensor:
     """Noisy copies ``x.repeat_interleave(n_samples, 0) + N(0, std^2)`` drawn exactly as Captum's NoiseTunnel draws.
 
-    The samples of one example are contiguous. With ``seed`` the global RNG is forked (left untouched) and seeded.
+    The samples of one example are contiguous. The noise is drawn in PyTorch's *default* dtype
+    (``torch.get_default_dtype()``), whatever the dtype of ``x``: NoiseTunnel builds its std tensor with
+    ``torch.tensor(stdev)``, so its normal draw is in the default dtype, and the stream of random numbers (not only
+    their precision) depends on that dtype. The noise is then cast to ``x.dtype`` before it is added, so with the
+    same seed and an absolute std the noisy inputs equal NoiseTunnel's also for float64 (or float16) inputs. With
+    ``seed`` the global RNG is forked (left untouched) and seeded.
     """
     shape = (x.shape[0] * n_samples,) + tuple(x.shape[1:])
-    std_exp = std.repeat_interleave(n_samples).view((-1,) + (1,) * (x.ndim - 1)).expand(shape).contiguous()
+    draw_dtype = torch.get_default_dtype()
+    std_exp = (std.to(draw_dtype).repeat_interleave(n_samples).view((-1,) + (1,) * (x.ndim - 1))
+               .expand(shape).contiguous())
 
     def draw() -> torch.Tensor:
-        return torch.normal(0, std_exp)
+        return torch.normal(0, std_exp).to(x.dtype)
 
     if seed is None:
         noise = draw()

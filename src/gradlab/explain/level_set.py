@@ -1,33 +1,49 @@
-"""Level Set Traversal (LST): walking along a classifier's level sets to find its blind spots.
+r"""Level Set Traversal (LST): walking along a classifier's level sets to find its blind spots.
 
 Balasubramanian, Sriramanan, Sadasivan & Feizi, "Exploring Geometry of Blind Spots in Vision Models"
 (NeurIPS 2023, arXiv 2310.19889). The level set ``{x : p_s(x) = p_0}`` of the source-class confidence
-``p_s(x) = softmax(f(x))_s`` is locally orthogonal to ``g = grad_x log p_s(x)``. LST moves a source image
-``x_src`` toward a target image ``x_tgt`` of another class using only the part of the step that does not
-change the confidence to first order:
+``p_s(x) = softmax(f(x))_s`` is locally orthogonal to the gradient ``g = grad_x CE(f(x), s) = -grad_x log p_s(x)``.
+LST moves a source image ``x_src`` toward a target image ``x_tgt`` of another class using only the part of the
+step that does not change the confidence to first order.
 
-    v = x_tgt - x,      v_perp = v - (<g, v> / <g, g>) g,      x' = x + eta * v_perp,
+The paper's rule (``rule="paper"``, the default; the official ``batch_level_set_traversal``):
 
-followed by a *correction back onto the level set*: first-order Newton steps along the gradient,
+.. math::
 
-    x' <- x' + ((log p_0 - log p_s(x')) / ||g'||^2) g'      (only when p_s(x') < p_0),
+    x_0 = \mathrm{clip}(x_{src} + u),\quad u \sim U(-\epsilon_0, \epsilon_0)^d \ (\epsilon_0 = 2/255),
+    \qquad p_0 = p_s(x_{src}),
 
-each no longer than the traversal step it corrects, then clipping to the data range. A proposal is accepted
-only if ``p_0 - p_s(x') < p_thresh`` (the paper's acceptance rule); a rejected sample stays put and halves
-its own step size (the official code keeps the step, so rejected samples can freeze for good).
+    v = x_{tgt} - x,\qquad v_\perp = v - \frac{\langle g, v\rangle}{\langle g, g\rangle} g,
 
-Deviation from the official code: it pushes confidence back with an accumulated, coordinate-wise clipped
-gradient drift ``delta`` of size ``eps_adv`` instead of the Newton correction used here; the Newton step
-targets the level set itself rather than a drift toward higher confidence. ``grad log p_s`` is used instead
-of ``grad p_s`` (same direction) because ``grad p_s`` vanishes faster at saturated confidence.
+    \delta \leftarrow \mathrm{clip}_{[-a, a]}(\delta + \tfrac{a}{2} g)\ \text{(only with the adversarial drift, } a > 0),
+    \qquad x' = \mathrm{clip}_{[0, 1]}(x + \eta v_\perp - \delta),
+
+and :math:`x'` is *accepted* iff :math:`p_0 - p_s(x') < p_{thresh}`; otherwise the sample stays at ``x``. The step
+``eta`` is fixed. The drift ``delta`` accumulates element-wise-clipped CE-gradient steps of size ``a = adv_step`` and is
+subtracted every iteration (it pushes confidence back up); it is updated every iteration, accepted or not, as in
+the official code, and is off by default (the official default; ``--adv_pert`` turns it on). Without the drift a
+rejected sample proposes the same step again, so it stays frozen (the official behaviour; log ``acceptance_rate``).
+
+Deviations from the official code, all stated: the gradient is the per-sample CE gradient (the official code
+differentiates the batch *mean* of the CE, which divides the drift increments by the batch size, so its drift
+depends on the batch size; the projection is unchanged by that scale); where ``g = 0`` the direction is used
+unprojected instead of dividing by zero.
+
+A variant, ``rule="newton"`` (ours, kept for comparison): after the orthogonal step, ``correction_steps``
+first-order Newton steps back onto the level set,
+
+    x' <- x' + ((log p_0 - log p_s(x')) / ||grad log p_s(x')||^2) grad log p_s(x')      (only when p_s(x') < p_0),
+
+each no longer than the traversal step it corrects, with the same acceptance rule; a rejected sample halves its own
+step size and an accepted one grows it by 1.25 up to ``step_size``. No drift.
 
 The result holds the whole path, the source-class confidence along it, along the straight interpolation
 ``x_src + t (x_tgt - x_src)`` and along the straight segment from ``x_src`` to the LST output (the paper's
 "star-like" check: that segment keeps high confidence while the straight interpolation to the target loses it).
 
 Batching is internal: the (source, target) pairs are traversed in chunks of ``chunk_size`` pairs and the results
-concatenated. Every quantity of the algorithm (gradient, projection, Newton correction, acceptance, step size
-``eta``) is per sample, and the ``init_noise`` draw is made once for the whole batch before chunking, so the result
+concatenated. Every quantity of the algorithm (gradient, projection, drift, Newton correction, acceptance, step
+size) is per sample, and the ``init_noise`` draw is made once for the whole batch before chunking, so the result
 does not depend on ``chunk_size`` (up to floating-point differences of the model on different batch sizes,
 provided the model treats rows independently, which eval mode is checked for).
 """
@@ -39,10 +55,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradlab.core import check_int, check_positive, check_range, check_tensor, check_type, torch_generator
+from gradlab.core import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_range,
+    check_tensor,
+    check_type,
+    torch_generator,
+)
 from gradlab.explain._common import check_chunk_size, check_inputs, check_model, chunk_slices
 
-__all__ = ["LSTResult", "LevelSetTraversal", "orthogonal_step"]
+__all__ = ["LST_RULES", "LSTResult", "LevelSetTraversal", "OFFICIAL_INIT_NOISE", "orthogonal_step"]
+
+LST_RULES: tuple[str, ...] = ("paper", "newton")
+"""``paper``: the official fixed-step rule; ``newton``: our Newton back-projection variant."""
+
+OFFICIAL_INIT_NOISE = 2.0 / 255.0
+"""Half-width of the official code's uniform start perturbation, ``(4/255) (U(0, 1) - 1/2)``."""
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -109,29 +139,39 @@ class LevelSetTraversal:
 
     Args:
         model: a classifier returning logits ``(batch, classes)``; must be in eval mode. It is not modified.
-        step_size: ``eta``, the fraction of the orthogonal remaining displacement covered per step.
-        n_steps: number of iterations.
-        p_thresh: a proposal with ``p_0 - p_s(x') >= p_thresh`` is rejected.
-        correction_steps: Newton corrections back onto the level set per iteration (0 disables them).
+        step_size: ``eta``, the fraction of the orthogonal remaining displacement covered per step (official
+            default 0.05; fixed under the paper's rule, the maximum under ``newton``).
+        n_steps: number of iterations (official default 100).
+        p_thresh: a proposal with ``p_0 - p_s(x') >= p_thresh`` is rejected (official default 0.05).
+        rule: ``"paper"`` (default) or ``"newton"``, see the module docstring.
+        adv_step: ``a``, the adversarial drift's per-coordinate bound (the official ``--adv_step_size``, 1/255 when
+            enabled there); ``0`` (default) disables the drift, as the official default does. Paper rule only.
+        correction_steps: Newton corrections per iteration under ``rule="newton"`` (0: acceptance and step halving
+            only). Ignored by the paper's rule.
         clip: valid data range ``(low, high)`` or ``None``.
         n_interp: number of interpolation points for the straight-line confidences.
-        init_noise: half-width of a uniform perturbation of the start (the official code uses 2/255).
+        init_noise: half-width of the uniform start perturbation (default 2/255, the official value; 0 disables it).
         seed: seeds ``init_noise``.
         chunk_size: internal batching. The traversal runs over chunks of at most ``chunk_size`` (source, target)
             pairs, and the interpolation confidences are evaluated at most ``chunk_size`` rows per model call.
             ``None`` processes the whole batch at once. The result does not depend on it.
     """
 
-    def __init__(self, model: nn.Module, step_size: float = 0.05, n_steps: int = 200, p_thresh: float = 0.05,
-                 correction_steps: int = 1, clip: tuple[float, float] | None = (0.0, 1.0), n_interp: int = 21,
-                 init_noise: float = 0.0, seed: int = 0, chunk_size: int | None = 4096) -> None:
+    def __init__(self, model: nn.Module, step_size: float = 0.05, n_steps: int = 100, p_thresh: float = 0.05,
+                 rule: str = "paper", adv_step: float = 0.0, correction_steps: int = 1,
+                 clip: tuple[float, float] | None = (0.0, 1.0), n_interp: int = 21,
+                 init_noise: float = OFFICIAL_INIT_NOISE, seed: int = 0, chunk_size: int | None = 4096) -> None:
         check_type("model", model, nn.Module)
         self.model = model
         self.step_size = check_range("step_size", step_size, 0.0, 1.0, low_inclusive=False, high_inclusive=True)
         self.n_steps = check_int("n_steps", n_steps, minimum=1)
         self.p_thresh = check_range("p_thresh", p_thresh, 0.0, 1.0, low_inclusive=False, high_inclusive=True)
+        self.rule = check_choice("rule", rule, LST_RULES)
+        self.adv_step = check_positive("adv_step", adv_step, allow_zero=True)
+        if self.adv_step > 0 and self.rule != "paper":
+            raise ValueError(f"adv_step > 0 (the adversarial drift) belongs to rule='paper'; got rule={rule!r}")
         self.correction_steps = check_int("correction_steps", correction_steps, minimum=0)
-        if clip is not None and (len(clip) != 2 or not clip[0] < clip[1]):
+        if clip is not None and (not isinstance(clip, (tuple, list)) or len(clip) != 2 or not clip[0] < clip[1]):
             raise ValueError(f"clip must be (low, high) with low < high, or None; got {clip!r}")
         self.clip = clip
         self.n_interp = check_int("n_interp", n_interp, minimum=2)
@@ -203,33 +243,55 @@ class LevelSetTraversal:
     def _traverse_chunk(self, src: torch.Tensor, x: torch.Tensor, tgt: torch.Tensor, cls: torch.Tensor,
                         ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """LST for one chunk of pairs, starting at ``x``; everything here is per sample."""
-        n = src.shape[0]
-        log_p0 = torch.log(self.confidence(src, cls))
-        p0 = log_p0.exp()
+        p0 = self.confidence(src, cls)
         logp, g = self._log_conf_and_grad(x, cls)
-        eta = torch.full((n,), self.step_size, dtype=src.dtype, device=src.device)
-        accepted = torch.zeros(n, dtype=src.dtype, device=src.device)
+        accepted = torch.zeros(src.shape[0], dtype=src.dtype, device=src.device)
         path, confs = [x], [logp.exp()]
+        step = self._paper_step if self.rule == "paper" else self._newton_step
+        state: dict[str, torch.Tensor] = {}
         for _ in range(self.n_steps):
-            move = _bcast(eta, x) * orthogonal_step(tgt - x, g)
-            prop = self._clip(x + move)
-            move_norm = move.flatten(1).norm(dim=1)
-            for _c in range(self.correction_steps):
-                lp, gp = self._log_conf_and_grad(prop, cls)
-                gap = (log_p0 - lp).clamp_min(0.0)
-                step = _bcast(gap / _dot(gp, gp).clamp_min(1e-30), gp) * gp
-                norm = step.flatten(1).norm(dim=1)
-                step = step * _bcast(torch.clamp(move_norm / norm.clamp_min(1e-30), max=1.0), step)
-                prop = self._clip(prop + step)
-            lp, gp = self._log_conf_and_grad(prop, cls)
-            ok = (p0 - lp.exp()) < self.p_thresh
-            okb = _bcast(ok, x)
-            x = torch.where(okb, prop, x)
-            g = torch.where(okb, gp, g)
-            logp = torch.where(ok, lp, logp)
-            eta = torch.where(ok, torch.clamp(eta * 1.25, max=self.step_size), eta * 0.5)
+            x, logp, g, ok = step(x, logp, g, tgt, cls, p0, state)
             accepted += ok.to(accepted.dtype)
             path.append(x)
             confs.append(logp.exp())
         return (torch.stack(path), torch.stack(confs), p0, self._line_confidences(src, tgt, cls, ts),
                 self._line_confidences(src, x, cls, ts), accepted / self.n_steps)
+
+    def _accept(self, x: torch.Tensor, logp: torch.Tensor, g: torch.Tensor, prop: torch.Tensor, cls: torch.Tensor,
+                p0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The paper's acceptance rule: keep ``prop`` where ``p_0 - p_s(prop) < p_thresh``, else stay at ``x``."""
+        lp, gp = self._log_conf_and_grad(prop, cls)
+        ok = (p0 - lp.exp()) < self.p_thresh
+        okb = _bcast(ok, x)
+        return torch.where(okb, prop, x), torch.where(ok, lp, logp), torch.where(okb, gp, g), ok
+
+    def _paper_step(self, x: torch.Tensor, logp: torch.Tensor, g: torch.Tensor, tgt: torch.Tensor,
+                    cls: torch.Tensor, p0: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """One iteration of the official rule: fixed step along v_perp, optional clipped CE-gradient drift."""
+        move = self.step_size * orthogonal_step(tgt - x, g)
+        if self.adv_step > 0:
+            grad_ce = -g  # g is grad log p_s; the drift accumulates (a/2) grad CE and is subtracted
+            delta = state.get("delta", torch.zeros_like(x)) + 0.5 * self.adv_step * grad_ce
+            state["delta"] = delta = delta.clamp(-self.adv_step, self.adv_step)
+            move = move - delta
+        return self._accept(x, logp, g, self._clip(x + move), cls, p0)
+
+    def _newton_step(self, x: torch.Tensor, logp: torch.Tensor, g: torch.Tensor, tgt: torch.Tensor,
+                     cls: torch.Tensor, p0: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """One iteration of the Newton variant: orthogonal step, Newton corrections, per-sample step adaptation."""
+        if "eta" not in state:
+            state["eta"] = torch.full((x.shape[0],), self.step_size, dtype=x.dtype, device=x.device)
+        eta, log_p0 = state["eta"], torch.log(p0)
+        move = _bcast(eta, x) * orthogonal_step(tgt - x, g)
+        prop = self._clip(x + move)
+        move_norm = move.flatten(1).norm(dim=1)
+        for _c in range(self.correction_steps):
+            lp, gp = self._log_conf_and_grad(prop, cls)
+            gap = (log_p0 - lp).clamp_min(0.0)
+            corr = _bcast(gap / _dot(gp, gp).clamp_min(1e-30), gp) * gp
+            norm = corr.flatten(1).norm(dim=1)
+            corr = corr * _bcast(torch.clamp(move_norm / norm.clamp_min(1e-30), max=1.0), corr)
+            prop = self._clip(prop + corr)
+        x, logp, g, ok = self._accept(x, logp, g, prop, cls, p0)
+        state["eta"] = torch.where(ok, torch.clamp(eta * 1.25, max=self.step_size), eta * 0.5)
+        return x, logp, g, ok
