@@ -1,0 +1,143 @@
+"""Training-procedure benchmarks (gradlab.training), each method side by side with its anchor in one process.
+
+One function per method (``bench_<name>``), registered in ``BENCHES``; ``--only`` picks some. Timings are medians
+of ``torch.utils.benchmark.Timer.blocked_autorange``; the table prints ratios to the anchor measured in the same
+run.
+
+* ``tract``: one SGD-momentum training step (zero_grad, forward, cross-entropy, backward, step) of a small CNN whose
+  first conv is wrapped in ``TrAct`` vs the same CNN with a plain first conv (targets from the issue: <= 1.15x; and
+  <= 1.05x of ``torch_tract`` when installed, which it is not by default). Two models: a CIFAR-sized CNN on
+  3×32×32 inputs and the digits CNN of the TrAct claim.
+* ``wta-crs``: ``WTACRSLinear`` (keep 0.3) vs ``nn.Linear`` on an 8192×512 input → 2048 features: bytes autograd
+  saves for backward (Parameters excluded; target <= keep + 0.02 of nn.Linear's) and one forward + backward step
+  with an input that requires grad (target <= 1.2x).
+
+    OMP_NUM_THREADS=1 python benchmarks/training.py [--only tract,wta-crs] [--min-run-time 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+from gradlab.training import TrAct, WTACRSLinear, saved_tensor_bytes
+
+
+def _median(stmt: Callable[[], object], label: str, sub_label: str, min_run_time: float) -> float:
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": stmt}, label=label, sub_label=sub_label)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def _print_rows(title: str, rows: list[tuple[str, float, str]], anchor: str) -> None:
+    base = next(t for n, t, _ in rows if n == anchor)
+    print(f"\n{title}")
+    print(f"  {'variant':44s} {'ms':>9s} {'vs ' + anchor:>24s}  extra")
+    for name, t, extra in rows:
+        print(f"  {name:44s} {1e3 * t:9.3f} {t / base:23.3f}x  {extra}")
+
+
+# --- TrAct -------------------------------------------------------------------------------------------------------
+
+def _cifar_cnn(first: nn.Module) -> nn.Module:
+    return nn.Sequential(first, nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def _digits_cnn(first: nn.Module) -> nn.Module:
+    return nn.Sequential(first, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 10))
+
+
+def _tract_variants(make_first: Callable[[], nn.Conv2d]) -> dict[str, Callable[[], nn.Module]]:
+    variants: dict[str, Callable[[], nn.Module]] = {
+        "plain first conv (anchor)": make_first,
+        "gradlab TrAct(conv, 0.1)": lambda: TrAct(make_first(), 0.1),
+    }
+    try:  # the official package, when installed
+        import torch_tract  # type: ignore[import-not-found]
+
+        variants["torch_tract TrAct(conv, 0.1)"] = lambda: torch_tract.TrAct(make_first(), 0.1)
+    except ImportError:
+        pass
+    return variants
+
+
+def bench_tract(min_run_time: float) -> None:
+    setups = {
+        "CIFAR-sized CNN, batch 64 x 3x32x32, conv1 3->32 3x3 (b = 65536, n = 27)":
+            (_cifar_cnn, lambda: nn.Conv2d(3, 32, 3, padding=1), (64, 3, 32, 32)),
+        "digits CNN, batch 64 x 1x8x8, conv1 1->16 3x3 (b = 4096, n = 9)":
+            (_digits_cnn, lambda: nn.Conv2d(1, 16, 3, padding=1), (64, 1, 8, 8)),
+    }
+    for title, (body, make_first, shape) in setups.items():
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(*shape, generator=gen)
+        y = torch.randint(0, 10, (shape[0],), generator=gen)
+        rows = []
+        for name, first in _tract_variants(make_first).items():
+            torch.manual_seed(0)
+            model = body(first())
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+            def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
+                opt.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+
+            step()
+            rows.append((name, _median(step, "TrAct step", name, min_run_time), ""))
+        _print_rows(f"TrAct training step: {title}", rows, "plain first conv (anchor)")
+        if not any(n.startswith("torch_tract") for n, _, _ in rows):
+            print("  (torch_tract not installed: the <= 1.05x comparison with the official package is not run)")
+
+
+# --- WTA-CRS -----------------------------------------------------------------------------------------------------
+
+def bench_wta_crs(min_run_time: float, keep: float = 0.3, n: int = 8192, d_in: int = 512, d_out: int = 2048) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d_in, generator=gen).requires_grad_(True)
+    g = torch.randn(n, d_out, generator=gen)
+    torch.manual_seed(0)
+    exact = nn.Linear(d_in, d_out)
+    wta = WTACRSLinear.from_linear(exact, keep=keep, generator=torch.Generator().manual_seed(0))
+    rows = []
+    saved = {}
+    for name, layer in (("nn.Linear (anchor)", exact), (f"WTACRSLinear keep={keep}", wta)):
+        nbytes, out = saved_tensor_bytes(lambda layer=layer: layer(x), modules=[layer])
+        out.backward(g)  # also fills the gradient-norm cache used by the next step
+        saved[name] = nbytes
+
+        def step(layer: nn.Module = layer) -> None:
+            x.grad = None
+            layer.weight.grad = layer.bias.grad = None
+            layer(x).backward(g)
+
+        rows.append((name, _median(step, "WTA-CRS step", name, min_run_time), f"saved {nbytes / 2**20:.2f} MiB"))
+    ratio = saved[f"WTACRSLinear keep={keep}"] / saved["nn.Linear (anchor)"]
+    _print_rows(f"WTA-CRS linear {n}x{d_in} -> {d_out}, forward + backward (input requires grad)", rows,
+                "nn.Linear (anchor)")
+    print(f"  saved bytes ratio WTACRSLinear / nn.Linear: {ratio:.4f} (target <= keep + 0.02 = {keep + 0.02:.2f})")
+
+
+BENCHES: dict[str, Callable[[float], None]] = {"tract": bench_tract, "wta-crs": bench_wta_crs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {sorted(BENCHES)}")
+    ap.add_argument("--min-run-time", type=float, default=1.0)
+    args = ap.parse_args()
+    names = [s for s in args.only.split(",") if s]
+    unknown = [s for s in names if s not in BENCHES]
+    if unknown:
+        ap.error(f"--only: unknown benchmark(s) {unknown}; choose from {sorted(BENCHES)}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for name in names:
+        BENCHES[name](args.min_run_time)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Training procedures that change how gradients are used (TrAct, target surrogates, gradient-boosted nets,
+NoProp, WTA-CRS linear layers).
+"""
+
+from gradlab.training.saved_memory import saved_tensor_bytes
+from gradlab.training.tract import TrAct, tract_weight_grad
+from gradlab.training.wta_crs import WTACRSLinear, convert_linear, estimate_gtx
+
+__all__: list[str] = []
+__all__ += ["TrAct", "tract_weight_grad"]
+__all__ += ["WTACRSLinear", "convert_linear", "estimate_gtx", "saved_tensor_bytes"]

@@ -1,0 +1,283 @@
+r"""TrAct: training the first layer's pre-activations instead of its weights (Petersen, Borgelt & Ermon,
+NeurIPS 2024, arXiv 2410.23970).
+
+For a first layer :math:`Z = X W^\top` (``nn.Linear``) or a convolution seen as one on its unfolded patches,
+the ordinary weight gradient :math:`\nabla_W = G^\top X` is proportional to the pixel values, so low-contrast
+inputs barely move the first layer. TrAct takes a gradient step on the pre-activations, :math:`Z^\star = Z -
+\eta G`, and solves a ridge-regularised least-squares problem for the weights that reproduce :math:`Z^\star`.
+Its closed form replaces the weight gradient by
+
+.. math::
+
+    \nabla_W^{\mathrm{TrAct}} = G^\top X \left(\tfrac{1}{b} X^\top X + \lambda I_n\right)^{-1}
+    \qquad (X \in \mathbb{R}^{b\times n},\ G = \partial L/\partial Z \in \mathbb{R}^{b\times m}),
+
+or, when :math:`b < n`, the equal (push-through identity) :math:`b\times b` form
+
+.. math::
+
+    \nabla_W^{\mathrm{TrAct}} = G^\top \left(\tfrac{1}{b} X X^\top + \lambda I_b\right)^{-1} X .
+
+The result is handed to any optimizer unchanged. For a convolution, the rows of :math:`X` are the patches of
+``unfold(x)`` (b = batch × output positions, n = C·kh·kw). The bias gradient, the input gradient and every other
+layer are unchanged; the forward pass is the wrapped layer's forward. The method is stateless (current batch
+only). Default :math:`\lambda = 0.1`, the paper's only hyperparameter.
+
+Implementation notes (differences from the official ``TrAct`` wrapper, which rebuilds a ``Conv2d`` from
+``kernel_size``/``stride``/``padding`` only):
+
+* ``dilation``, ``padding_mode`` (reflect/replicate/circular) and string padding (``'same'``, ``'valid'``) are
+  honoured; ``groups > 1`` raises ``ValueError`` (the patch matrix would differ per group).
+* The linear systems are solved (Cholesky, LU as a fallback), never inverted, in at least float32 (float64
+  stays float64), then cast back to the weight's dtype.
+* :math:`\lambda` is not scale-free: for inputs with :math:`\tfrac1b X^\top X \ll \lambda` TrAct behaves like the
+  plain gradient times :math:`1/\lambda`, i.e. partly like a first-layer learning-rate boost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from gradlab.core.validation import check_positive
+
+__all__ = ["TrAct", "tract_weight_grad"]
+
+
+def tract_weight_grad(x: torch.Tensor, g: torch.Tensor, lambda_: float = 0.1) -> torch.Tensor:
+    r"""The TrAct weight gradient :math:`G^\top X (\tfrac1b X^\top X + \lambda I)^{-1}` for ``x`` (b×n) and
+    ``g`` (b×m), as an m×n tensor of ``x``'s dtype.
+
+    Uses the n×n system when :math:`b \ge n` and the b×b form :math:`G^\top (\tfrac1b XX^\top + \lambda I)^{-1} X`
+    when :math:`b < n`; both are solved in at least float32.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(g, torch.Tensor):
+        raise TypeError(f"x and g must be torch.Tensors; got {type(x).__name__} and {type(g).__name__}")
+    if x.ndim != 2 or g.ndim != 2 or x.shape[0] != g.shape[0]:
+        raise ValueError(f"x must be b×n and g b×m with the same b; got shapes {tuple(x.shape)} and {tuple(g.shape)}")
+    lam = check_positive("lambda_", lambda_)
+    return _tract_grad(x, g, lam).to(x.dtype)
+
+
+def _spd_solve(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve ``a @ out = rhs`` for symmetric positive-definite ``a`` (Cholesky; LU if Cholesky fails)."""
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, chol)
+    return torch.linalg.solve(a, rhs)
+
+
+def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    dt = torch.float32
+    for t in tensors:
+        dt = torch.promote_types(dt, t.dtype)
+    return dt
+
+
+def _apply_right_inverse(gtx: torch.Tensor, gram: torch.Tensor, b: int, lam: float) -> torch.Tensor:
+    """(G^T X) (gram / b + lam I)^-1 for the m×n ordinary gradient and the n×n Gram matrix X^T X."""
+    a = gram / b
+    a.diagonal().add_(lam)
+    return _spd_solve(a, gtx.T).T  # (G^T X) A^{-1} = (A^{-1} (G^T X)^T)^T since A is symmetric
+
+
+def _tract_grad(x: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
+    b, n = x.shape
+    m = g.shape[1]
+    work = _work_dtype(x, g)
+    if b == 0:
+        return torch.zeros(m, n, dtype=work, device=x.device)
+    x = x.to(work)
+    g = g.to(work)
+    if b >= n:
+        return _apply_right_inverse(g.T @ x, x.T @ x, b, lam)
+    k = x @ x.T
+    k.div_(b).diagonal().add_(lam)
+    return g.T @ _spd_solve(k, x)
+
+
+@dataclass(frozen=True)
+class _ConvGeometry:
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    conv_padding: tuple[int, int] | str  # what F.conv2d receives (the layer's own argument)
+    pad: tuple[int, int, int, int]  # explicit zero padding (left, right, top, bottom) that conv_padding means
+
+
+def _same_padding(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """PyTorch's ``padding='same'``: total d·(k−1) per dimension, the odd pixel on the right/bottom."""
+    out = []
+    for k, d in zip(reversed(kernel), reversed(dilation)):  # width first, as F.pad wants
+        total = d * (k - 1)
+        out += [total // 2, total - total // 2]
+    return tuple(out)  # type: ignore[return-value]
+
+
+class _TrActLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lam: float) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.lam = lam
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        gx = gw = gb = None
+        n, m = weight.shape[1], weight.shape[0]
+        g2 = grad_out.reshape(-1, m)
+        if ctx.needs_input_grad[0]:
+            gx = grad_out @ weight
+        if ctx.needs_input_grad[1]:
+            gw = _tract_grad(x.reshape(-1, n), g2, ctx.lam).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(0)
+        return gx, gw, gb, None
+
+
+class _TrActConv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lam: float,
+                geo: _ConvGeometry) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.lam = lam
+        ctx.geo = geo
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, geo.stride, geo.conv_padding, geo.dilation, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        geo: _ConvGeometry = ctx.geo
+        pl, pr, pt, pb = geo.pad
+        if pl == pr and pt == pb:
+            xp, sym = x, (pt, pl)
+        else:  # asymmetric 'same': pad explicitly, then the convolution has no padding
+            xp, sym = F.pad(x, geo.pad), (0, 0)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gxp = torch.nn.grad.conv2d_input(xp.shape, weight, grad_out, geo.stride, sym, geo.dilation, 1)
+            gx = gxp if xp is x else gxp[..., pt:pt + x.shape[-2], pl:pl + x.shape[-1]]
+        if ctx.needs_input_grad[1]:
+            m = weight.shape[0]
+            work = _work_dtype(x, grad_out)
+            xw, gw_out = xp.to(work), grad_out.to(work)
+            cols = F.unfold(xw, geo.kernel_size, dilation=geo.dilation, padding=sym, stride=geo.stride)  # B×n×L
+            n, b = cols.shape[1], cols.shape[0] * cols.shape[2]
+            if b == 0:
+                gw = torch.zeros_like(weight)
+            elif b >= n:
+                # G^T X is the ordinary weight gradient (the same kernel autograd uses); X^T X = sum_B cols cols^T
+                gtx = torch.nn.grad.conv2d_weight(xw, weight.shape, gw_out, geo.stride, sym, geo.dilation, 1)
+                gram = torch.bmm(cols, cols.transpose(1, 2)).sum(0)
+                gw = _apply_right_inverse(gtx.reshape(m, n), gram, b, ctx.lam)
+            else:
+                patches = cols.transpose(1, 2).reshape(-1, n)
+                g2 = gw_out.reshape(gw_out.shape[0], m, -1).transpose(1, 2).reshape(-1, m)
+                gw = _tract_grad(patches, g2, ctx.lam)
+            gw = gw.to(weight.dtype).reshape(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad_out.sum((0, 2, 3))
+        return gx, gw, gb, None, None
+
+
+class TrAct(nn.Module):
+    r"""Wrap a first-layer ``nn.Linear`` or ``nn.Conv2d`` so that its weight gradient becomes TrAct's
+    :math:`G^\top X (\tfrac1b X^\top X + \lambda I)^{-1}` (arXiv 2410.23970, Fig. 2).
+
+    The wrapper registers the layer's own ``weight`` and ``bias`` Parameters (the same objects, so an optimizer
+    built on either sees the same tensors and ``state_dict`` keys stay ``weight``/``bias``) and computes the
+    layer's forward unchanged; only the weight gradient differs. Use it on the first layer only: on a layer
+    whose inputs are learned features it is a different method.
+
+    Args:
+        layer: an ``nn.Linear`` or an ``nn.Conv2d`` with ``groups == 1`` (any stride, dilation, padding,
+            string padding or ``padding_mode``). Subclasses that override ``forward`` are rejected.
+        lambda_: the ridge parameter :math:`\lambda > 0` (default 0.1).
+
+    Raises:
+        TypeError: ``layer`` is another module type (or overrides ``forward``).
+        ValueError: ``groups > 1``, uninitialised (lazy) parameters, or ``lambda_`` not finite and > 0.
+
+    Example::
+
+        model.conv1 = TrAct(model.conv1)   # then train as usual, with any optimizer
+    """
+
+    def __init__(self, layer: nn.Module, lambda_: float = 0.1) -> None:
+        if not isinstance(layer, (nn.Linear, nn.Conv2d)):
+            raise TypeError(f"layer must be an nn.Linear or nn.Conv2d; got {type(layer).__name__}")
+        base = nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d
+        overridden = [f for f in ("forward", "_conv_forward") if hasattr(base, f)
+                      and getattr(type(layer), f) is not getattr(base, f)]
+        if overridden:
+            raise TypeError(f"layer's class {type(layer).__name__} overrides {overridden}; TrAct can only wrap the "
+                            "plain nn.Linear / nn.Conv2d forward")
+        if isinstance(layer.weight, nn.parameter.UninitializedParameter):
+            raise ValueError("layer has uninitialised (lazy) parameters; run one forward pass before wrapping it")
+        lam = check_positive("lambda_", lambda_)
+        if base is nn.Conv2d and layer.groups != 1:
+            raise ValueError(f"layer.groups must be 1 for TrAct (one patch matrix for all filters); got {layer.groups}")
+        super().__init__()
+        self.lambda_ = lam
+        self.kind = "linear" if base is nn.Linear else "conv2d"
+        self.weight = layer.weight
+        self.register_parameter("bias", layer.bias)
+        if self.kind == "linear":
+            self.in_features, self.out_features = layer.in_features, layer.out_features
+        else:
+            self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
+            self.kernel_size = tuple(layer.kernel_size)
+            self.stride = tuple(layer.stride)
+            self.padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
+            self.dilation = tuple(layer.dilation)
+            self.padding_mode = layer.padding_mode
+            self._reversed_padding_repeated_twice = list(layer._reversed_padding_repeated_twice)
+            if self.padding_mode != "zeros":  # nn.Conv2d pads with F.pad first, then convolves without padding
+                conv_padding: tuple[int, int] | str = (0, 0)
+                pad = (0, 0, 0, 0)
+            elif isinstance(self.padding, str):
+                conv_padding = self.padding
+                pad = (0, 0, 0, 0) if self.padding == "valid" else _same_padding(self.kernel_size, self.dilation)
+            else:
+                conv_padding = self.padding
+                pad = (self.padding[1], self.padding[1], self.padding[0], self.padding[0])
+            self._geo = _ConvGeometry(self.kernel_size, self.stride, self.dilation, conv_padding, pad)
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return F.linear(x, self.weight, self.bias)
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self._geo.conv_padding, self.dilation, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.weight.requires_grad):
+            return self._plain(x)
+        if self.kind == "linear":
+            return _TrActLinearFn.apply(x, self.weight, self.bias, self.lambda_)
+        unbatched = x.ndim == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.ndim != 4:
+            raise ValueError(f"x must have 3 or 4 dimensions for a Conv2d; got shape {tuple(x.shape)}")
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        out = _TrActConv2dFn.apply(x, self.weight, self.bias, self.lambda_, self._geo)
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        if self.kind == "linear":
+            shape = f"in_features={self.in_features}, out_features={self.out_features}"
+        else:
+            shape = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                     f"padding={self.padding}, dilation={self.dilation}, padding_mode={self.padding_mode!r}")
+        return f"{self.kind}: {shape}, bias={self.bias is not None}, lambda_={self.lambda_}"
