@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from gradlab.claims import ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.optim.diffgrad import DiffGrad
 
 PAPER = Paper(
@@ -25,6 +25,8 @@ PAPER = Paper(
     short_title="diffGrad",
     cluster="optim",
     arxiv="1909.11015",
+    statement=("diffGrad scales Adam's step by a friction coefficient sigmoid(|g_{t-1} - g_t|), which lets it pass "
+               "through narrow local minima where Adam gets stuck."),
     components=("gradlab.optim.diffgrad", "gradlab.optim._foreach"),
 )
 
@@ -132,6 +134,9 @@ def synthetic_1d(run: ClaimRun) -> Evidence:
             "with f below the local minimum's value (for F1 also |x_diffgrad + 0.3| < 0.01)"
         ),
         passed=bool(ok),
+        headline=(Check("F1 |x_diffGrad - x_global|", abs(metrics["F1_diffgrad_final_x"] - FUNCTIONS["F1"][2]), "<", 0.01),
+                  Check("F1 |x_Adam - x_local|", abs(metrics["F1_adam_final_x"] - FUNCTIONS["F1"][3]), "<", 0.01),
+                  Check("F2 |x_Adam - x_local|", abs(metrics["F2_adam_final_x"] - FUNCTIONS["F2"][3]), "<", 0.01)),
         figures={"trajectories": fig},
         notes=(
             f"Paper's synthetic functions F1, F2 (official notebook), x0=-1, lr={LR}, betas={BETAS}, eps={EPS}, "

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from gradlab.claims import ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.dynamics.xor_cluster import XORClusterTask, XORTwoLayerReLU, train_xor_gd
 
 PAPER = Paper(
@@ -20,6 +20,7 @@ PAPER = Paper(
     short_title="Benign overfitting & grokking (XOR)",
     cluster="dynamics",
     arxiv="2310.02541",
+    statement="On XOR clusters with noisy labels a two-layer ReLU net trained by gradient descent first overfits benignly after one step at near-chance test accuracy, then grokks: it later generalises while still fitting the flipped labels.",
     components=("gradlab.dynamics.xor_cluster",),
 )
 
@@ -91,6 +92,8 @@ def one_step_overfit_then_grok(run: ClaimRun) -> Evidence:
             "after the last step train_acc == 1, flipped_fit == 1 and clean_test_acc >= 0.9"
         ),
         passed=bool(passed),
+        headline=(Check("clean test accuracy after step 1", metrics["clean_test_acc_step1"], "<=", 0.62),
+                  Check("clean test accuracy at the end", metrics["clean_test_acc_final"], ">=", 0.9)),
         figures={"accuracy_vs_step": fig},
         notes=(
             "x = ±mu_c + N(0, I_p), mu_1 = |mu| e_1, mu_2 = |mu| e_2, labels flipped w.p. eta; f = sum_j a_j ReLU(w_j.x), "

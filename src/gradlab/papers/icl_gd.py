@@ -10,7 +10,7 @@ import time
 import torch
 from matplotlib.figure import Figure
 
-from gradlab.claims import ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.incontext.learners import gd_lsa_construction, gradient_descent
 from gradlab.incontext.models import LinearSelfAttention, regression_prediction, regression_tokens
 from gradlab.incontext.probes import compare_weights, sensitivity_cosine
@@ -22,6 +22,7 @@ PAPER = Paper(
     short_title="ICL by gradient descent",
     cluster="incontext",
     arxiv="2212.07677",
+    statement="A trained linear self-attention layer implements one step of gradient descent on the in-context least-squares loss, matching its predictions, sensitivities and weights.",
     components=("gradlab.incontext.tasks", "gradlab.incontext.models", "gradlab.incontext.learners",
                 "gradlab.incontext.probes"),
 )
@@ -107,6 +108,8 @@ def lsa_equals_one_gd_step(run: ClaimRun) -> Evidence:
         criterion="prediction_cos > 0.99 and sensitivity_cos > 0.99 and 0.98 <= loss_ratio <= 1.03 and "
                   "|weight_corr_kq| >= 0.95 and |weight_corr_pv| >= 0.95 and |eta_learned/eta_star - 1| < 0.05",
         passed=bool(passed), figures={"lsa_vs_gd": fig},
+        headline=(Check("prediction cosine LSA vs GD", pred_cos, ">", 0.99), Check("loss ratio LSA/GD", loss_ratio, "<=", 1.03),
+                  Check("|eta_learned/eta* - 1|", abs(eta_ratio - 1), "<", 0.05)),
         notes=("d=10, N=10, x ~ U(-1,1)^d, w ~ N(0, I); one LSA layer with separate W_K, W_Q, W_V, P (11x11), keys "
                "exclude the query, prediction = -y-slot; Adam(1e-3, betas 0.9/0.98), batch 2048, no gradient "
                "clipping (the paper clips at global norm 1e-3; Adam is nearly scale-invariant). GD baseline: one "

@@ -10,7 +10,7 @@ import time
 import torch
 from matplotlib.figure import Figure
 
-from gradlab.claims import ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.incontext.learners import zfb_gamma, zfb_population_risk
 from gradlab.incontext.models import LinearSelfAttention, regression_prediction, regression_tokens
 from gradlab.incontext.tasks import LinearRegressionTask
@@ -21,6 +21,7 @@ PAPER = Paper(
     short_title="Trained transformers learn linear models",
     cluster="incontext",
     arxiv="2306.09927",
+    statement="Gradient flow on a single linear self-attention layer over linear-regression prompts converges to a global minimum whose in-context predictions are a preconditioned least-squares fit, robust to task shift but not to covariate shift.",
     components=("gradlab.incontext.tasks", "gradlab.incontext.models", "gradlab.incontext.learners"),
 )
 
@@ -156,6 +157,9 @@ def lsa_global_minimum_and_shift(run: ClaimRun) -> Evidence:
                    "M in {5, 20, 100} and covariate-shift error >= 10x in-distribution and task-shift error <= 1.5x "
                    "in-distribution (M=400)"),
         passed=bool(passed), figures={"global_minimum_and_shift": fig},
+        headline=(Check("gradient-flow relative error", gf_rel_err, "<=", 1e-5), Check("SGD relative error", sgd_rel_err, "<=", 0.03),
+                  Check("covariate-shift / in-distribution error", shift_err["covariate_shift"] / shift_err["in_distribution"],
+                        ">=", 10.0)),
         notes=("d=5, N=20, Lambda=diag(0.5,0.75,1,1.5,2), w ~ N(0,I), noiseless; ZFB initialisation sigma=0.5 with "
                "Theta Theta^T = I/sqrt(d). Gradient flow = Euler steps dt=0.01 on the closed-form population loss "
                "1/2[tr(B^T L B L Gamma_M) - 2 tr(L B L) + tr L] (derived for Gaussian x; B = u U^T). SGD lr 0.02 "

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from gradlab.claims import ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.incontext.attention_svm import AttentionSelector, att_svm, directional_correlation, normalized_gd
 from gradlab.incontext.tasks import TokenSelectionTask
 
@@ -21,6 +21,7 @@ PAPER = Paper(
     short_title="Transformers as SVMs",
     cluster="incontext",
     arxiv="2308.16898",
+    statement="Gradient descent on attention weights converges in direction to a max-margin SVM that separates the optimal tokens: the Frobenius-norm SVM for a combined W, the nuclear-norm SVM (low rank) for the product K Q^T.",
     components=("gradlab.incontext.tasks", "gradlab.incontext.attention_svm", "gradlab.incontext.probes"),
 )
 
@@ -112,6 +113,8 @@ def attention_converges_to_svm(run: ClaimRun) -> Evidence:
         criterion=("mean corr(W, W_fro) >= 0.99 and mean corr(KQ^T, W_nuc) >= 0.99, each beating the other norm's SVM "
                    "by >= 0.05, mean rank(W_nuc) <= mean rank(W_fro), over >= 5 kept seeds"),
         passed=bool(passed), figures={"directional_convergence": fig},
+        headline=(Check("mean corr(W, W_fro-SVM)", mean["W_fro"], ">=", 0.99),
+                  Check("mean corr(KQ^T, W_nuc-SVM)", mean["KQ_nuc"], ">=", 0.99)),
         notes=("n=6 sequences, T=8 tokens, d=10, unit-norm Gaussian tokens and query tokens z_i (cross-attention; "
                "the criterion is evaluated here), random "
                "labels and unit head v; normalised GD (lr 0.1 per parameter, float64) from 0.1 N(0,1); (K,Q) with "

@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from gradlab.claims import ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.explain import (
     CLime,
     InputXGradient,
@@ -38,6 +38,7 @@ PAPER = Paper(
     short_title="Which explanation?",
     cluster="explain",
     arxiv="2206.01254",
+    statement="Eight popular post-hoc explanation methods are instances of one local function approximation framework, each recovering an underlying linear model exactly, and no single method is the most faithful in every neighbourhood (no free lunch).",
     components=(
         "gradlab.explain.gradients",
         "gradlab.explain.perturbation",
@@ -107,6 +108,8 @@ def linear_model_recovery(run: ClaimRun) -> Evidence:
         metrics=metrics,
         criterion="max_rel_error <= 1e-4 (all eight methods) and max_lfa_vs_direct <= 1e-4",
         passed=bool(worst <= 1e-4 and worst_lfa <= 1e-4),
+        headline=(Check("max relative error (8 methods)", worst, "<=", 1e-4),
+                  Check("max |LFA - direct method|", worst_lfa, "<=", 1e-4)),
         figures={"recovery_errors": fig},
         notes=(f"d={d}, {n_points} points, {n_samples} samples for SmoothGrad/C-LIME/KernelSHAP/LIME, sigma={SIGMA}, "
                "zero baseline; LIME = OLS + Euclidean kernel (Captum's Lasso/cosine defaults would not recover). "
@@ -188,6 +191,8 @@ def no_free_lunch(run: ClaimRun) -> Evidence:
         criterion=("removal_group_on_removal > gaussian_group_on_removal and gaussian_group_on_gaussian > "
                    "removal_group_on_gaussian and best_on_removal != best_on_gaussian"),
         passed=passed,
+        headline=(Check("removal-group lead on removal tests", rem_r - rem_g, ">", 0.0),
+                  Check("Gaussian-group lead on Gaussian tests", gau_g - gau_r, ">", 0.0)),
         figures={"perturbation_tests": fig},
         notes=("Group means of the prediction gap over k=1..4 (paper exp3: top-k features set to 0, or N(0, 0.1^2) "
                "noise added, 100 draws). Removal group: GxI, IG, occlusion, KernelSHAP, LIME; Gaussian group: "
