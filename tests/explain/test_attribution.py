@@ -370,8 +370,8 @@ ALL = [
     lambda m: (Occlusion(m), {"sliding_window_shapes": (1, 4, 4), "strides": (1, 4, 4)}),
     lambda m: (Lime(m), {"n_samples": 5, "seed": 0, "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)}),
     lambda m: (LRP(m), {}),
-    lambda m: (CLime(m), {"n_samples": 20}),
-    lambda m: (LocalFunctionApproximation(m), {"setting": "kernelshap", "n_samples": 20}),
+    lambda m: (CLime(m), {"n_samples": 80}),
+    lambda m: (LocalFunctionApproximation(m), {"setting": "kernelshap", "n_samples": 80}),
     lambda m: (KernelShap(m), {"n_samples": 5, "seed": 0, "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)}),
 ]
 

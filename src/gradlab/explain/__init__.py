@@ -8,6 +8,22 @@ and wrong input shapes or dtypes raise a ``ValueError``/``TypeError`` naming the
 Methods that Captum has are wrapped (Captum is imported lazily); paper-faithful settings are explicit where
 Captum's defaults differ (signed SmoothGrad with noise as a fraction of the input range, OLS LIME with a
 Euclidean kernel, Grad-CAM with ReLU and upsampling).
+
+Bad input (one validation layer, ``gradlab.explain._common`` on ``gradlab.core.validation``): every public entry
+point checks its arguments before any work and raises a ``ValueError``/``TypeError`` naming the argument, the
+expected and the received value, shape or dtype (targets and labels: integer, one per example, in range for the
+model's outputs; baselines, masks, fills: the right batch size or shape).
+
+NaN/inf policy (the same everywhere in the package): nothing non-finite is computed with or returned silently.
+(1) A NaN or inf in an input tensor or number (inputs, source/target images, baselines, fills, masks,
+attributions handed to the evaluation functions, noise levels, ranges) raises ``ValueError`` naming the argument.
+(2) The model's output is checked on every batch a method evaluates (the inputs and every perturbed, noisy,
+interpolated or adversarial copy): a NaN or inf anywhere in it raises ``ValueError`` ("the model's output
+contains NaN ..."), as does an output without a gradient path for the gradient methods ("does not depend
+differentiably on `inputs`"). (3) An attribution that comes out non-finite (e.g. an infinite gradient at
+``sqrt(0)``) raises instead of being returned; a training loss that becomes non-finite stops
+``train_classifier``. The only NaN returned on purpose is ``attribution_mass_in_mask`` of an all-zero map
+(an undefined ratio, documented there).
 """
 
 from gradlab.explain.activation_profiles import ActivationProfiles, neuron_activation_profiles

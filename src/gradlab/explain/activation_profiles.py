@@ -20,7 +20,17 @@ import torch
 from torch import nn
 
 from gradlab.core.validation import check_int, check_positive
-from gradlab.explain._common import check_chunk_size, check_inputs, check_model, chunk_slices, forward, hook_guard
+from gradlab.explain._common import (
+    check_binary_mask,
+    check_chunk_size,
+    check_finite_tensor,
+    check_inputs,
+    check_model,
+    chunk_slices,
+    forward,
+    hook_guard,
+)
+from gradlab.explain.gradcam import layer_not_called
 
 
 @dataclass
@@ -41,37 +51,52 @@ class ActivationProfiles:
     alive: dict[str, torch.Tensor]
     counts: torch.Tensor
 
+    def _layer(self, layer: str) -> str:
+        if layer not in self.normalized:
+            raise ValueError(f"layer must be one of the profiled layers {list(self.normalized)}; got {layer!r}")
+        return layer
+
     def scores(self, layer: str) -> torch.Tensor:
         """Mean |normalised NAP| per map (C,), -inf for dead maps."""
-        n = self.normalized[layer]
+        n = self.normalized[self._layer(layer)]
         s = n.abs().reshape(n.shape[0], n.shape[1], -1).mean((0, 2))
         return torch.where(self.alive[layer], s, torch.full_like(s, float("-inf")))
 
     def top_maps(self, layer: str, k: int = 10) -> torch.Tensor:
         """Indices of the ``k`` most group-discriminative alive maps of ``layer`` (fewer if fewer are alive)."""
         k = check_int("k", k, minimum=1)
-        s = self.scores(layer)
+        s = self.scores(self._layer(layer))
         order = torch.argsort(s, descending=True)
         return order[: min(k, int(self.alive[layer].sum()))]
 
 
 def _membership(groups: torch.Tensor, n: int, group_names: Sequence[str] | None) -> tuple[torch.Tensor, list[str]]:
     if not isinstance(groups, torch.Tensor):
-        groups = torch.as_tensor(groups)
+        try:
+            groups = torch.as_tensor(groups)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"groups must be integer labels (N,) or a membership matrix (N, G); got "
+                            f"{type(groups).__name__}") from err
+    if groups.ndim not in (1, 2):
+        raise ValueError(f"groups must be labels (N,) or a membership matrix (N, G); got shape {tuple(groups.shape)}")
     if groups.shape[0] != n:
         raise ValueError(f"groups must have one row per input ({n}); got {groups.shape[0]}")
     if groups.ndim == 1:
-        if groups.is_floating_point() or bool((groups < 0).any()):
-            raise ValueError("group labels must be non-negative integers")
+        if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+            raise ValueError(f"group labels must be non-negative integers; got dtype {groups.dtype} (pass a "
+                             "membership matrix (N, G) for overlapping groups)")
+        if bool((groups < 0).any()):
+            raise ValueError(f"group labels must be non-negative integers; got {int(groups.min())}")
         g = int(groups.max()) + 1
         mem = torch.zeros(n, g, dtype=torch.bool)
         mem[torch.arange(n), groups.long()] = True
-    elif groups.ndim == 2:
-        if not bool(((groups == 0) | (groups == 1)).all()):
-            raise ValueError("a membership matrix must be boolean / 0-1")
-        mem = groups.bool()
     else:
-        raise ValueError(f"groups must be labels (N,) or a membership matrix (N, G); got shape {tuple(groups.shape)}")
+        try:
+            mem = check_binary_mask("groups", groups)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"a membership matrix must be boolean / 0-1: {err}") from None
+    if group_names is not None and (isinstance(group_names, (str, bytes)) or not isinstance(group_names, Sequence)):
+        raise TypeError(f"group_names must be a sequence of names (one per group); got {type(group_names).__name__}")
     names = [str(i) for i in range(mem.shape[1])] if group_names is None else [str(s) for s in group_names]
     if len(names) != mem.shape[1]:
         raise ValueError(f"group_names must name {mem.shape[1]} groups; got {len(names)}")
@@ -100,10 +125,13 @@ def neuron_activation_profiles(
     cs = check_chunk_size(chunk_size)
     check_positive("dead_threshold", dead_threshold, allow_zero=True)
     if not isinstance(layers, Mapping) or not layers:
-        raise TypeError("layers must be a non-empty mapping name -> nn.Module")
+        raise TypeError(f"layers must be a non-empty mapping name -> nn.Module; got {type(layers).__name__}")
     mods = set(model.modules())
     for name, layer in layers.items():
-        if not isinstance(layer, nn.Module) or layer not in mods:
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layers[{name!r}] must be an nn.Module (a submodule of the model); got "
+                            f"{type(layer).__name__}")
+        if layer not in mods:
             raise ValueError(f"layers[{name!r}] must be a submodule of the model")
     mem, names = _membership(groups, x.shape[0], group_names)
     memf = mem.to(x.dtype).to(x.device)
@@ -112,9 +140,15 @@ def neuron_activation_profiles(
     hi: dict[str, torch.Tensor] = {}
     for sl in chunk_slices(x.shape[0], cs):
         store: dict[str, torch.Tensor] = {}
+
+        def record(mod, args, out, key):
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layers[{key!r}] must output a tensor (N, C, ...); got {type(out).__name__}")
+            store[key] = out.detach()
+
         with hook_guard(model):
             handles = [
-                layer.register_forward_hook(lambda mod, a, out, key=name: store.__setitem__(key, out.detach()))
+                layer.register_forward_hook(lambda mod, a, out, key=name: record(mod, a, out, key))
                 for name, layer in layers.items()
             ]
             try:
@@ -123,8 +157,12 @@ def neuron_activation_profiles(
                 for h in handles:
                     h.remove()
         for name, a in store.items():
-            if a.ndim < 2:
-                raise ValueError(f"layer {name!r} output must be (N, C, ...); got {tuple(a.shape)}")
+            if a.ndim < 2 or a.shape[0] != x[sl].shape[0]:
+                raise ValueError(f"layers[{name!r}] output must be (N, C, ...) with one row per input; got "
+                                 f"{tuple(a.shape)} for {x[sl].shape[0]} inputs")
+            if not a.is_floating_point():
+                raise TypeError(f"layers[{name!r}] output must be floating point; got dtype {a.dtype}")
+            check_finite_tensor(f"the activations of layers[{name!r}]", a)
             s = torch.einsum("ng,n...->g...", memf[sl], a)
             red = (0,) + tuple(range(2, a.ndim))
             amin, amax = a.amin(dim=red), a.amax(dim=red)
@@ -136,7 +174,7 @@ def neuron_activation_profiles(
                 sums[name], lo[name], hi[name] = s, amin, amax
     missing = [n for n in layers if n not in sums]
     if missing:
-        raise ValueError(f"layers {missing} were not called in the forward pass")
+        raise layer_not_called(model, layers[missing[0]], f"layers[{missing[0]!r}]")
     counts = mem.sum(0)
     profiles, normalized, alive = {}, {}, {}
     for name, s in sums.items():

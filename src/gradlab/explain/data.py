@@ -92,6 +92,8 @@ def make_block_digits(
     for c in classes:
         check_int("classes[i]", c, minimum=0, maximum=9)
     check_positive("noise", noise, allow_zero=True)
+    check_type("fixed_top", fixed_top, bool)
+    check_type("clip", clip, bool)
     rng = numpy_rng(seed)
     digits = load_digits_split(images=True)
     null = null_block_pattern(8)

@@ -20,16 +20,27 @@ import torch
 from torch import nn
 
 from gradlab.core.validation import check_choice, check_range
-from gradlab.explain._common import check_model
+from gradlab.explain._common import check_finite_tensor, check_inputs, check_model, forward
+
+
+def _as_tensor(name: str, t: object) -> torch.Tensor:
+    if isinstance(t, torch.Tensor):
+        return t
+    if isinstance(t, (str, bytes)):
+        raise TypeError(f"{name} must be a tensor or an array of numbers; got {type(t).__name__}")
+    try:
+        return torch.as_tensor(t)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a tensor or an array of numbers; got {type(t).__name__}") from err
 
 
 def _binary(name: str, t: torch.Tensor) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t)
+    t = _as_tensor(name, t)
     if t.dtype == torch.bool:
         return t
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+    if t.is_complex():
+        raise TypeError(f"{name} must be binary (0/1 or bool) indicators; got dtype {t.dtype}")
+    check_finite_tensor(name, t)
     if not bool(((t == 0) | (t == 1)).all()):
         raise ValueError(f"{name} must be binary (0/1 or bool) indicators")
     return t.bool()
@@ -48,8 +59,7 @@ def micro_f1(y_true: torch.Tensor, y_pred: torch.Tensor) -> float:
 
 
 def _check_members(name: str, t: torch.Tensor) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t)
+    t = _as_tensor(name, t)
     if t.ndim < 2:
         raise ValueError(f"{name} must have shape (M members, N, ...); got {tuple(t.shape)}")
     if t.shape[0] == 0:
@@ -68,7 +78,8 @@ def probability_average(member_probabilities: torch.Tensor, threshold: float = 0
     """Soft vote of probabilities (M, N, L) -> (N, L) bool: positive when the mean probability > ``threshold``."""
     p = _check_members("member_probabilities", member_probabilities)
     if not p.is_floating_point():
-        raise TypeError("member_probabilities must be floating point")
+        raise TypeError(f"member_probabilities must be floating point; got dtype {p.dtype}")
+    check_finite_tensor("member_probabilities", p)
     if not bool(((p >= 0) & (p <= 1)).all()):
         raise ValueError("member_probabilities must lie in [0, 1] (apply the sigmoid first)")
     check_range("threshold", threshold, 0.0, 1.0)
@@ -85,17 +96,33 @@ class MultilabelEnsemble(nn.Module):
 
     def __init__(self, models: Sequence[nn.Module], mode: str = "majority", threshold: float = 0.5):
         super().__init__()
+        if isinstance(models, nn.Module) or not isinstance(models, (Sequence, nn.ModuleList)):
+            raise TypeError(f"models must be a sequence of nn.Module classifiers; got {type(models).__name__}")
         if len(models) == 0:
             raise ValueError("models must contain at least one classifier")
+        for i, m in enumerate(models):
+            if not isinstance(m, nn.Module):
+                raise TypeError(f"models[{i}] must be an nn.Module; got {type(m).__name__}")
         self.members = nn.ModuleList(models)
         self.mode = check_choice("mode", mode, ("majority", "average"))
         self.threshold = check_range("threshold", threshold, 0.0, 1.0)
 
     def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Sigmoid outputs of every member, shape (M, N, L)."""
+        """Sigmoid outputs of every member, shape (M, N, L); every member's logits must be finite and of one shape."""
+        check_inputs(x, self.members[0], "x")
         for i, m in enumerate(self.members):
             check_model(m, name=f"members[{i}]")
-        return torch.stack([torch.sigmoid(m(x)) for m in self.members])
+        outs = []
+        for i, m in enumerate(self.members):
+            try:
+                out = forward(m, x, differentiable=torch.is_grad_enabled())
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"members[{i}]: {err}") from None
+            if outs and out.shape != outs[0].shape:
+                raise ValueError(f"members[{i}] returns logits of shape {tuple(out.shape)} but members[0] returns "
+                                 f"{tuple(outs[0].shape)}; every member must predict the same labels")
+            outs.append(out)
+        return torch.sigmoid(torch.stack(outs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.member_probabilities(x)

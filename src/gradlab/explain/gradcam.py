@@ -17,8 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradlab.core.validation import check_choice, check_type
-from gradlab.explain._common import TargetType, chunk_slices, hook_guard
+from gradlab.core.validation import check_choice
+from gradlab.explain._common import (
+    TargetType,
+    check_bool,
+    chunk_slices,
+    forward,
+    grad_wrt,
+    hook_guard,
+    select_output,
+    watch_outputs,
+)
 from gradlab.explain.gradients import Attribution, _captum_attr
 
 
@@ -29,6 +38,46 @@ def check_layer(model: nn.Module, layer: Any, name: str = "layer") -> nn.Module:
     if not any(m is layer for m in model.modules()):
         raise ValueError(f"{name} {type(layer).__name__} is not a submodule of the model")
     return layer
+
+
+def layer_not_called(model: nn.Module, layer: nn.Module, name: str = "layer") -> ValueError:
+    """The one error for a layer that the model's forward pass never calls (Grad-CAM, Grad-CAM++, NAPs)."""
+    path = next((n for n, m in model.named_modules() if m is layer), "?")
+    return ValueError(
+        f"{name} {type(layer).__name__} ({path!r}) was not called during the forward pass, so it has no "
+        "activations to explain; pick a module the model's forward uses"
+    )
+
+
+LAYER_WRT = "the layer's activations"
+
+
+def probe_layer(model: nn.Module, layer: nn.Module, example: torch.Tensor, target: torch.Tensor | None,
+                attribute_to_layer_input: bool = False, name: str = "layer") -> None:
+    """One forward/backward pass on one example, shared by Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++.
+
+    The layer must be called and give a tensor, the model's output must pass the output checks and its target
+    score must depend differentiably on the layer's activations; each failure is a clear ``ValueError``.
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(mod, args, out):
+        t = args[0] if attribute_to_layer_input else out
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}'s {'input' if attribute_to_layer_input else 'output'} must be a tensor; got "
+                            f"{type(t).__name__}")
+        store["a"] = t
+
+    x1 = example.detach()
+    with hook_guard(model), torch.enable_grad():
+        handle = layer.register_forward_hook(hook)
+        try:
+            s = select_output(forward(model, x1, differentiable=True), None if target is None else target[:1])
+        finally:
+            handle.remove()
+        if "a" not in store:
+            raise layer_not_called(model, layer, name)
+        grad_wrt(s, store["a"], LAYER_WRT)
 
 
 def upsample_map(cam: torch.Tensor, size: tuple[int, ...], mode: str = "bilinear") -> torch.Tensor:
@@ -44,6 +93,8 @@ class GradCAM(Attribution):
     """Grad-CAM: ``GradCAM(model, layer).attribute(x, target=c)`` -> (N, 1, H, W) maps (or (N, 1, h, w))."""
 
     requires_module = True
+    needs_input_gradient = False  # the gradient is taken at the layer (checked by probe_layer)
+    gradient_wrt = LAYER_WRT
 
     def __init__(self, model: nn.Module, layer: nn.Module):
         super().__init__(model)
@@ -61,12 +112,14 @@ class GradCAM(Attribution):
     ) -> torch.Tensor:
         """Return L^c per example: (N, 1, H, W) when ``upsample`` (inputs of shape (N, C, H, W)), else layer size."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
-        check_type("relu", relu, bool)
-        check_type("upsample", upsample, bool)
+        check_bool("relu", relu)
+        check_bool("upsample", upsample)
+        check_bool("attribute_to_layer_input", attribute_to_layer_input)
         check_choice("interpolate_mode", interpolate_mode, ("bilinear", "nearest", "bicubic", "area"))
-        gc = _captum_attr().LayerGradCam(self.model, self.layer)
+        probe_layer(self.model, self.layer, x[:1], t, attribute_to_layer_input)
         out = []
-        with hook_guard(self.model):
+        with hook_guard(self.model), watch_outputs(self.model, True) as f:
+            gc = _captum_attr().LayerGradCam(f, self.layer)
             for sl in chunk_slices(x.shape[0], cs):
                 a = gc.attribute(
                     x[sl], target=None if t is None else t[sl], relu_attributions=relu,
@@ -81,4 +134,4 @@ class GradCAM(Attribution):
         return cam
 
 
-__all__ = ["GradCAM", "check_layer", "upsample_map"]
+__all__ = ["GradCAM", "check_layer", "layer_not_called", "probe_layer", "upsample_map"]

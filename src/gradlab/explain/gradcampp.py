@@ -27,15 +27,20 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from gradlab.core.validation import check_choice, check_int, check_type
+from gradlab.core.validation import check_choice, check_int
 from gradlab.explain._common import (
     TargetType,
+    check_binary_mask,
+    check_bool,
+    check_finite_tensor,
+    check_int_sequence,
     chunk_slices,
     forward,
+    grad_wrt,
     hook_guard,
     select_output,
 )
-from gradlab.explain.gradcam import check_layer, upsample_map
+from gradlab.explain.gradcam import LAYER_WRT, check_layer, layer_not_called, probe_layer, upsample_map
 from gradlab.explain.gradients import Attribution, _noise_std, draw_smoothgrad_noise
 
 
@@ -55,7 +60,8 @@ def layer_activations_and_gradients(
         def hook(mod, args, out):
             t = args[0] if attribute_to_layer_input else out
             if not isinstance(t, torch.Tensor):
-                raise TypeError(f"the layer's {'input' if attribute_to_layer_input else 'output'} must be a tensor")
+                raise TypeError(f"layer's {'input' if attribute_to_layer_input else 'output'} must be a tensor; "
+                                f"got {type(t).__name__}")
             store["a"], store["v"] = t, t._version
 
         xc = inputs[sl].detach().clone().requires_grad_(True)
@@ -63,18 +69,18 @@ def layer_activations_and_gradients(
             handle = layer.register_forward_hook(hook)
             try:
                 with torch.enable_grad():
-                    s = select_output(forward(model, xc), None if target is None else target[sl])
+                    s = select_output(forward(model, xc, differentiable=True), None if target is None else target[sl])
             finally:
                 handle.remove()
             if "a" not in store:
-                raise ValueError("the layer was not called during the forward pass; pick a module the model uses")
+                raise layer_not_called(model, layer)
             a = store["a"]
             if a._version != store["v"]:
                 raise ValueError(
                     "the layer's output is modified in place later in the forward pass (e.g. ReLU(inplace=True)); "
                     "choose the module after the in-place op as the layer"
                 )
-            (g,) = torch.autograd.grad(s.sum(), a)
+            g = grad_wrt(s, a, LAYER_WRT)
         acts.append(a.detach())
         grads.append(g.detach())
     return torch.cat(acts), torch.cat(grads)
@@ -85,15 +91,16 @@ def _unit_mask(feature_maps: Sequence[int] | None, neurons: torch.Tensor | None,
     k = shape[0]
     mask = None
     if feature_maps is not None:
-        idx = [check_int("feature_maps[i]", int(i) if not isinstance(i, bool) else i, 0, k - 1) for i in feature_maps]
+        idx = list(check_int_sequence("feature_maps", feature_maps, 0, k - 1))
         if not idx:
             raise ValueError("feature_maps must name at least one channel")
         mask = torch.zeros(shape)
         mask[idx] = 1.0
     if neurons is not None:
         if not isinstance(neurons, torch.Tensor):
-            raise TypeError("neurons must be a boolean tensor of shape (h, w) or (K, h, w)")
-        nm = neurons.to(torch.float32)
+            raise TypeError(f"neurons must be a boolean tensor of shape {tuple(shape[1:])} or {tuple(shape)}; got "
+                            f"{type(neurons).__name__}")
+        nm = check_binary_mask("neurons", neurons).to(torch.float32)
         if tuple(nm.shape) == tuple(shape[1:]):
             nm = nm.unsqueeze(0).expand(shape)
         if tuple(nm.shape) != tuple(shape):
@@ -117,6 +124,13 @@ def gradcampp_map(
     alpha = D2 / (2 D2 + sum_ab A_ab D3) (0 where the denominator is 0), w_k = sum_ij alpha ReLU(D1),
     L = [ReLU](sum_k w_k A^k), optionally restricted to the units in ``unit_mask``. Returns (N, 1, h, w).
     """
+    for name, t in (("acts", acts), ("d1", d1), ("d2", d2), ("d3", d3)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor")
+        if t.shape != acts.shape or t.ndim < 3:
+            raise ValueError(f"{name} must have the activations' shape (N, K, h, ...) {tuple(acts.shape)}; got "
+                             f"{tuple(t.shape)}")
+        check_finite_tensor(name, t)
     spatial = tuple(range(2, acts.ndim))
     sum_a = acts.sum(dim=spatial, keepdim=True)
     denom = 2 * d2 + sum_a * d3
@@ -135,13 +149,24 @@ def gradcampp_map(
 
 class _CamBase(Attribution):
     requires_module = True
+    needs_input_gradient = False  # the gradient is taken at the layer (checked by probe_layer)
+    gradient_wrt = LAYER_WRT
 
     def __init__(self, model: nn.Module, layer: nn.Module):
         super().__init__(model)
         self.layer = check_layer(model, layer)
 
+    def _prepare_layer(self, inputs: Any, target: TargetType, chunk_size: int | None,
+                       upsample: bool, mode: str, relu: bool) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+        """The shared checks of :meth:`_prepare` plus the options and the layer probe (:func:`probe_layer`)."""
+        x, t, cs = self._prepare(inputs, target, chunk_size)
+        check_bool("relu", relu)
+        check_bool("upsample", upsample)
+        check_choice("interpolate_mode", mode, ("bilinear", "nearest", "bicubic", "area"))
+        probe_layer(self.model, self.layer, x[:1], t)
+        return x, t, cs
+
     def _finish(self, cam: torch.Tensor, x: torch.Tensor, upsample: bool, mode: str) -> torch.Tensor:
-        check_type("upsample", upsample, bool)
         check_choice("interpolate_mode", mode, ("bilinear", "nearest", "bicubic", "area"))
         if upsample:
             if x.ndim != 4 or cam.ndim != 4:
@@ -165,8 +190,7 @@ class GradCAMpp(_CamBase):
         chunk_size: int | None = None,
     ) -> torch.Tensor:
         """Return the Grad-CAM++ map per example (see the module docstring); batched, one backward per chunk."""
-        x, t, cs = self._prepare(inputs, target, chunk_size)
-        check_type("relu", relu, bool)
+        x, t, cs = self._prepare_layer(inputs, target, chunk_size, upsample, interpolate_mode, relu)
         acts, g = layer_activations_and_gradients(self.model, self.layer, x, t, cs)
         mask = _unit_mask(feature_maps, neurons, tuple(acts.shape[1:]))
         cam = gradcampp_map(acts, g, g * g, g * g * g, mask, relu)
@@ -203,9 +227,8 @@ class SmoothGradCAMpp(_CamBase):
             neurons: boolean mask over positions (h, w) or units (K, h, w) that enter the weights and the map.
             chunk_size: noisy rows per forward/backward pass.
         """
-        x, t, cs = self._prepare(inputs, target, chunk_size)
+        x, t, cs = self._prepare_layer(inputs, target, chunk_size, upsample, interpolate_mode, relu)
         n_samples = check_int("n_samples", n_samples, minimum=1)
-        check_type("relu", relu, bool)
         std = _noise_std(x, noise_level, stdevs, value_range)
         acts = torch.cat([
             layer_activations_and_gradients(self.model, self.layer, x[sl], None if t is None else t[sl], None)[0]

@@ -25,24 +25,31 @@ bounds how many (expanded) rows go through the model at once.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from gradlab.core.validation import check_choice, check_int, check_positive, check_range, check_type
+from gradlab.core.validation import check_choice, check_int, check_positive, check_range
 from gradlab.explain._common import (
     TargetType,
     as_result,
+    autograd_errors,
+    check_attribution,
+    check_bool,
     check_chunk_size,
     check_inputs,
     check_model,
+    check_number,
+    check_pair,
+    check_real_tensor,
     chunk_slices,
-    forward,
     hook_guard,
     input_gradients,
     normalize_target,
-    select_output,
+    probe_model,
+    watch_outputs,
 )
 from gradlab.explain._structure import DEEPLIFT_MODULES, prepare_hooked_model
 
@@ -56,27 +63,61 @@ def _captum_attr():
 
 
 def expand_baselines(baselines: Any, inputs: torch.Tensor, name: str = "baselines") -> torch.Tensor:
-    """Baselines as a tensor shaped like ``inputs``: ``None`` -> zeros, a number, one example or a full batch."""
+    """Baselines as a tensor shaped like ``inputs``: ``None`` -> zeros, a number, one example or a full batch.
+
+    Baselines must be finite and real (a real tensor of another dtype is cast to the inputs' dtype).
+    """
     if baselines is None:
         return torch.zeros_like(inputs)
-    if isinstance(baselines, (int, float)) and not isinstance(baselines, bool):
-        return torch.full_like(inputs, float(baselines))
     if not isinstance(baselines, torch.Tensor):
-        raise TypeError(f"{name} must be None, a number or a tensor; got {type(baselines).__name__}")
-    b = baselines.to(inputs.dtype)
+        if isinstance(baselines, bool) or not isinstance(baselines, (int, float)):
+            raise TypeError(f"{name} must be None, a number or a tensor; got {type(baselines).__name__}")
+        return torch.full_like(inputs, check_number(name, baselines))
+    b = check_real_tensor(name, baselines).detach().to(inputs.dtype)
     if b.shape == inputs.shape:
         return b
     if b.shape == inputs.shape[1:]:
         return b.unsqueeze(0).expand_as(inputs).clone()
     if b.ndim == inputs.ndim and b.shape[0] == 1 and b.shape[1:] == inputs.shape[1:]:
         return b.expand_as(inputs).clone()
-    raise ValueError(f"{name} must have the shape of inputs {tuple(inputs.shape)} or of one example; got {tuple(b.shape)}")
+    raise ValueError(
+        f"{name} must have the shape of inputs {tuple(inputs.shape)} (the same batch size {inputs.shape[0]}) or of "
+        f"one example {tuple(inputs.shape[1:])}; got {tuple(b.shape)}"
+    )
+
+
+def _guarded(method: Callable) -> Callable:
+    """Wrap ``attribute``: autograd's no-gradient errors become a clear ``ValueError``, non-finite results raise."""
+
+    @functools.wraps(method)
+    def attribute(self, *args: Any, **kwargs: Any) -> Any:
+        with autograd_errors(self.gradient_wrt):
+            result = method(self, *args, **kwargs)
+        return check_attribution(result, type(self).__name__, self.gradient_wrt)
+
+    attribute.__wrapped_by_guard__ = True
+    return attribute
 
 
 class Attribution:
-    """Base class: stores the model and implements the common checks; subclasses define ``attribute``."""
+    """Base class: stores the model and implements the common checks; subclasses define ``attribute``.
+
+    Every subclass's ``attribute`` is wrapped (:func:`_guarded`), so all methods share one policy: arguments are
+    checked up front (:meth:`_prepare`: model, inputs, target, chunk size, and one probe pass on one example that
+    checks the model's output and, for gradient methods, that it depends differentiably on the inputs), every
+    output of the model is checked while the method runs, and a non-finite attribution raises.
+    """
 
     requires_module: bool = False
+    needs_input_gradient: bool = True
+    """Whether the method differentiates the model's output with respect to the inputs."""
+    gradient_wrt: str = "`inputs`"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fn = cls.__dict__.get("attribute")
+        if fn is not None and not getattr(fn, "__wrapped_by_guard__", False):
+            cls.attribute = _guarded(fn)
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]):
         if not callable(model):
@@ -85,16 +126,17 @@ class Attribution:
             raise TypeError(f"{type(self).__name__} needs an nn.Module (it hooks layers); got {type(model).__name__}")
         self.model = model
 
-    def _prepare(self, inputs: Any, target: TargetType, chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    def _prepare(self, inputs: Any, target: TargetType, chunk_size: int | None,
+                 differentiable: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
         check_model(self.model, require_module=self.requires_module)
         x = check_inputs(inputs, self.model).detach()
         t = normalize_target(target, x.shape[0])
         cs = check_chunk_size(chunk_size)
-        # one probe forward pass on one example: a wrong input shape fails here with a clear ValueError, and the
-        # target is checked against the number of outputs before any expensive work (hooks are guarded too)
-        with torch.no_grad(), hook_guard(self.model):
-            out = forward(self.model, x[:1])
-        select_output(out, None if t is None else t.max().view(1))
+        # one probe pass on one example: a wrong input shape fails here with a clear ValueError, the output is
+        # checked (a tensor, one row per input, finite), the target against the number of outputs, and for
+        # gradient methods the gradient path to the inputs -- all before any expensive work (hooks are guarded)
+        diff = self.needs_input_gradient if differentiable is None else differentiable
+        probe_model(self.model, x[:1], t, diff)
         return x, t, cs
 
 
@@ -106,10 +148,10 @@ class Saliency(Attribution):
     ) -> torch.Tensor:
         """Return g (``abs=False``, the default here) or |g| (Captum's default) shaped like ``inputs``."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
-        check_type("abs", abs, bool)
-        sal = _captum_attr().Saliency(self.model)
+        check_bool("abs", abs)
         out = []
-        with hook_guard(self.model):
+        with hook_guard(self.model), watch_outputs(self.model, True) as f:
+            sal = _captum_attr().Saliency(f)
             for sl in chunk_slices(x.shape[0], cs):
                 out.append(sal.attribute(x[sl], target=None if t is None else t[sl], abs=abs).detach())
         return torch.cat(out)
@@ -121,9 +163,9 @@ class InputXGradient(Attribution):
     def attribute(self, inputs: torch.Tensor, target: TargetType = None, chunk_size: int | None = None) -> torch.Tensor:
         """Return x * g shaped like ``inputs``."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
-        ixg = _captum_attr().InputXGradient(self.model)
         out = []
-        with hook_guard(self.model):
+        with hook_guard(self.model), watch_outputs(self.model, True) as f:
+            ixg = _captum_attr().InputXGradient(f)
             for sl in chunk_slices(x.shape[0], cs):
                 out.append(ixg.attribute(x[sl], target=None if t is None else t[sl]).detach())
         return torch.cat(out)
@@ -156,11 +198,15 @@ class IntegratedGradients(Attribution):
         x, t, cs = self._prepare(inputs, target, chunk_size)
         n_steps = check_int("n_steps", n_steps, minimum=1)
         check_choice("method", method, self.METHODS)
+        if method == "riemann_trapezoid" and n_steps < 2:
+            raise ValueError(f"n_steps must be >= 2 for method='riemann_trapezoid' (it needs both end points); got "
+                             f"{n_steps}")
+        check_bool("return_convergence_delta", return_convergence_delta)
         b = expand_baselines(baselines, x)
-        ig = _captum_attr().IntegratedGradients(self.model, multiply_by_inputs=True)
         per = x.shape[0] if cs is None else max(1, cs // n_steps)
         attrs, deltas = [], []
-        with hook_guard(self.model):
+        with hook_guard(self.model), watch_outputs(self.model, True) as f:
+            ig = _captum_attr().IntegratedGradients(f, multiply_by_inputs=True)
             for sl in chunk_slices(x.shape[0], per):
                 k = sl.stop - sl.start
                 ibs = None if cs is None else max(cs, k)
@@ -187,11 +233,7 @@ def _noise_std(x: torch.Tensor, noise_level: float | None, stdevs: float | None,
         return torch.full((n,), s, dtype=x.dtype, device=x.device)
     level = 0.15 if noise_level is None else check_range("noise_level", noise_level, 0.0, 10.0, high_inclusive=True)
     if value_range is not None:
-        if not (isinstance(value_range, (tuple, list)) and len(value_range) == 2):
-            raise TypeError("value_range must be a pair (low, high)")
-        lo, hi = float(value_range[0]), float(value_range[1])
-        if not hi > lo:
-            raise ValueError(f"value_range must satisfy low < high; got {value_range}")
+        lo, hi = check_pair("value_range", value_range)
         return torch.full((n,), level * (hi - lo), dtype=x.dtype, device=x.device)
     flat = x.reshape(n, -1)
     return level * (flat.max(1).values - flat.min(1).values)
@@ -209,6 +251,14 @@ def draw_smoothgrad_noise(
     same seed and an absolute std the noisy inputs equal NoiseTunnel's also for float64 (or float16) inputs. With
     ``seed`` the global RNG is forked (left untouched) and seeded.
     """
+    check_inputs(x, name="x")
+    n_samples = check_int("n_samples", n_samples, minimum=1)
+    if not isinstance(std, torch.Tensor) or std.shape != (x.shape[0],):
+        raise ValueError(f"std must be a tensor of shape ({x.shape[0]},) (one noise std per example); got "
+                         f"{tuple(std.shape) if isinstance(std, torch.Tensor) else type(std).__name__}")
+    check_real_tensor("std", std)
+    if bool((std < 0).any()):
+        raise ValueError(f"std must be >= 0; got {float(std.min())}")
     shape = (x.shape[0] * n_samples,) + tuple(x.shape[1:])
     draw_dtype = torch.get_default_dtype()
     std_exp = (std.to(draw_dtype).repeat_interleave(n_samples).view((-1,) + (1,) * (x.ndim - 1))
@@ -270,7 +320,7 @@ class SmoothGrad(Attribution):
         x, t, cs = self._prepare(inputs, target, chunk_size)
         n_samples = check_int("n_samples", n_samples, minimum=1)
         check_choice("nt_type", nt_type, ("smoothgrad", "smoothgrad_sq", "vargrad"))
-        check_type("abs", abs, bool)
+        check_bool("abs", abs)
         std = _noise_std(x, noise_level, stdevs, value_range)
         noisy = draw_smoothgrad_noise(x, n_samples, std, seed)
         tt = None if t is None else t.repeat_interleave(n_samples)
@@ -306,8 +356,8 @@ class GuidedBackprop(Attribution):
         with hook_guard(self.model):
             model = prepare_hooked_model(self.model, x[:1], "guided backprop", (nn.ReLU,), relu_only=True,
                                          allow_reuse=True)
-            gbp = _captum_attr().GuidedBackprop(model)
-            with hook_guard(model):
+            with hook_guard(model), watch_outputs(model, True):
+                gbp = _captum_attr().GuidedBackprop(model)
                 out = [
                     gbp.attribute(x[sl], target=None if t is None else t[sl]).detach()
                     for sl in chunk_slices(x.shape[0], cs)
@@ -339,12 +389,13 @@ class DeepLift(Attribution):
         """Return the DeepLIFT attribution shaped like ``inputs`` (and the summation-to-delta error if asked)."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
         check_positive("eps", eps)
+        check_bool("return_convergence_delta", return_convergence_delta)
         b = expand_baselines(baselines, x)
         attrs, deltas = [], []
         with hook_guard(self.model):
             model = prepare_hooked_model(self.model, x[:1], "DeepLIFT", DEEPLIFT_MODULES, relu_only=False)
-            dl = _captum_attr().DeepLift(model, multiply_by_inputs=True, eps=eps)
-            with hook_guard(model):
+            with hook_guard(model), watch_outputs(model, True):
+                dl = _captum_attr().DeepLift(model, multiply_by_inputs=True, eps=eps)
                 for sl in chunk_slices(x.shape[0], cs):
                     res = dl.attribute(
                         x[sl], baselines=b[sl], target=None if t is None else t[sl],
@@ -361,10 +412,18 @@ class DeepLift(Attribution):
 
 def gradient(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, target: TargetType = None,
              chunk_size: int | None = None) -> torch.Tensor:
-    """Plain autograd input gradient d f_c / d x without Captum (used by the local-approximation solver)."""
+    """Plain autograd input gradient d f_c / d x without Captum (used by the local-approximation solver).
+
+    Same checks and NaN/inf policy as the attribution classes (it is :class:`Saliency` without Captum).
+    """
     check_model(model)
-    x = check_inputs(inputs, model)
-    return input_gradients(model, x.detach(), normalize_target(target, x.shape[0]), check_chunk_size(chunk_size))[0]
+    x = check_inputs(inputs, model).detach()
+    t = normalize_target(target, x.shape[0])
+    cs = check_chunk_size(chunk_size)
+    probe_model(model, x[:1], t, True)
+    with hook_guard(model), autograd_errors():
+        g = input_gradients(model, x, t, cs)[0]
+    return check_attribution(g, "gradient")
 
 
 __all__ = [

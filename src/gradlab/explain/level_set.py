@@ -64,7 +64,16 @@ from gradlab.core import (
     check_type,
     torch_generator,
 )
-from gradlab.explain._common import check_chunk_size, check_inputs, check_model, chunk_slices
+from gradlab.explain._common import (
+    check_chunk_size,
+    check_inputs,
+    check_model,
+    check_pair,
+    chunk_slices,
+    forward,
+    grad_wrt,
+    normalize_target,
+)
 
 __all__ = ["LST_RULES", "LSTResult", "LevelSetTraversal", "OFFICIAL_INIT_NOISE", "orthogonal_step"]
 
@@ -86,8 +95,8 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def orthogonal_step(direction: torch.Tensor, gradient: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:
     """Per-sample projection of ``direction`` onto the orthogonal complement of ``gradient``:
     ``v - (<g, v> / <g, g>) g``. Where ``g = 0`` the direction is returned unchanged."""
-    check_tensor("direction", direction, floating=True)
-    check_tensor("gradient", gradient, floating=True)
+    check_tensor("direction", direction, floating=True, finite=True)
+    check_tensor("gradient", gradient, floating=True, finite=True)
     if direction.shape != gradient.shape or direction.ndim < 2:
         raise ValueError(f"direction and gradient must have the same batch-first shape; got "
                          f"{tuple(direction.shape)} and {tuple(gradient.shape)}")
@@ -129,6 +138,8 @@ class LSTResult:
 
     def distance_ratio(self, p: float = 2.0) -> torch.Tensor:
         """``||x_LST - x_tgt||_p / ||x_src - x_tgt||_p`` per sample (0 means the target was reached)."""
+        if p != float("inf"):
+            check_positive("p", p)
         num = (self.final - self.target).flatten(1).norm(p=p, dim=1)
         den = (self.source - self.target).flatten(1).norm(p=p, dim=1)
         return num / den.clamp_min(1e-12)
@@ -171,8 +182,11 @@ class LevelSetTraversal:
         if self.adv_step > 0 and self.rule != "paper":
             raise ValueError(f"adv_step > 0 (the adversarial drift) belongs to rule='paper'; got rule={rule!r}")
         self.correction_steps = check_int("correction_steps", correction_steps, minimum=0)
-        if clip is not None and (not isinstance(clip, (tuple, list)) or len(clip) != 2 or not clip[0] < clip[1]):
-            raise ValueError(f"clip must be (low, high) with low < high, or None; got {clip!r}")
+        if clip is not None:
+            try:
+                clip = check_pair("clip", clip)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"clip must be (low, high) with low < high, or None; got {clip!r} ({err})") from None
         self.clip = clip
         self.n_interp = check_int("n_interp", n_interp, minimum=2)
         self.init_noise = check_positive("init_noise", init_noise, allow_zero=True)
@@ -184,14 +198,15 @@ class LevelSetTraversal:
 
     def _log_conf_and_grad(self, x: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        logp = torch.log_softmax(self.model(x), dim=1).gather(1, cls[:, None]).squeeze(1)
-        (g,) = torch.autograd.grad(logp.sum(), x)
-        return logp.detach(), g.detach()
+        with torch.enable_grad():
+            logp = torch.log_softmax(forward(self.model, x, differentiable=True), dim=1).gather(1, cls[:, None])
+            g = grad_wrt(logp.squeeze(1), x, "`source`")
+        return logp.detach().squeeze(1), g.detach()
 
     @torch.no_grad()
     def confidence(self, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        """Softmax confidence of class ``cls[i]`` at ``x[i]``, evaluated in chunks."""
-        outs = [torch.softmax(self.model(x[sl]), dim=1).gather(1, cls[sl, None])
+        """Softmax confidence of class ``cls[i]`` at ``x[i]``, evaluated in chunks (the model's output is checked)."""
+        outs = [torch.softmax(forward(self.model, x[sl]), dim=1).gather(1, cls[sl, None])
                 for sl in chunk_slices(x.shape[0], self.chunk_size)]
         return torch.cat(outs).squeeze(1)
 
@@ -204,7 +219,13 @@ class LevelSetTraversal:
     def traverse(self, source: torch.Tensor, target: torch.Tensor,
                  source_class: int | torch.Tensor | None = None) -> LSTResult:
         """Traverse from each ``source[i]`` toward ``target[i]`` on the level set of ``source_class`` (default:
-        the model's prediction at the source)."""
+        the model's prediction at the source).
+
+        ``source`` and ``target`` must be finite, of the model's dtype, of the same batch-first shape, inside
+        ``clip``, and differ in every pair; ``source_class`` is an int or an integer tensor of shape () or (N,) with
+        values in [0, C) for a model with C >= 2 outputs; the model's output must be finite and depend
+        differentiably on its input (``ValueError`` otherwise).
+        """
         check_model(self.model, require_module=True)
         check_inputs(source, self.model, "source")
         check_inputs(target, self.model, "target")
@@ -213,16 +234,31 @@ class LevelSetTraversal:
                              f"and {tuple(target.shape)}")
         n = source.shape[0]
         src, tgt = source.detach(), target.detach()
+        # probe on one example: output shape (N, C >= 2), finite, differentiable with respect to the source
+        with torch.no_grad():
+            shape = tuple(forward(self.model, src[:1]).shape)
+        if len(shape) != 2 or shape[1] < 2:
+            raise ValueError(f"LevelSetTraversal needs a classifier returning logits of shape (N, C) with C >= 2 "
+                             f"(the softmax confidence of one class); the model returned shape {shape}")
+        c = shape[1]
+        self._log_conf_and_grad(src[:1], torch.zeros(1, dtype=torch.long, device=src.device))
         if source_class is None:
             with torch.no_grad():
-                cls = torch.cat([self.model(src[sl]).argmax(dim=1) for sl in chunk_slices(n, self.chunk_size)])
-        elif isinstance(source_class, torch.Tensor):
-            cls = source_class.long().expand(n).clone() if source_class.ndim == 0 else source_class.long()
-            if cls.shape != (n,):
-                raise ValueError(f"source_class must be an int or a tensor of shape ({n},); got {tuple(cls.shape)}")
+                cls = torch.cat([forward(self.model, src[sl]).argmax(dim=1)
+                                 for sl in chunk_slices(n, self.chunk_size)])
         else:
-            cls = torch.full((n,), check_int("source_class", source_class, minimum=0), dtype=torch.long)
+            cls = normalize_target(source_class, n, c, name="source_class")
         cls = cls.to(src.device)
+        if self.clip is not None:
+            lo, hi = self.clip
+            for name, t in (("source", src), ("target", tgt)):
+                if float(t.min()) < lo or float(t.max()) > hi:
+                    raise ValueError(f"{name} must lie within clip={self.clip} (the valid data range); got values in "
+                                     f"[{float(t.min()):.4g}, {float(t.max()):.4g}]. Rescale it or pass clip=None")
+        same = (src == tgt).flatten(1).all(dim=1).nonzero().flatten().tolist()
+        if same:
+            raise ValueError(f"target[{same[0]}] equals source[{same[0]}]: there is no direction to traverse "
+                             f"({len(same)} identical pair(s))")
 
         start = src
         if self.init_noise > 0:  # drawn once for the whole batch, so chunking does not change it

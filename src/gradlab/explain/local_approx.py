@@ -47,9 +47,12 @@ import torch
 from gradlab.core.validation import check_choice, check_int, check_positive, check_range
 from gradlab.explain._common import (
     TargetType,
+    check_bool,
     check_chunk_size,
+    check_finite_tensor,
     check_inputs,
     check_model,
+    check_real_tensor,
     chunk_slices,
     forward,
     hook_guard,
@@ -93,6 +96,8 @@ class BernoulliMasks:
 
     def __post_init__(self) -> None:
         check_range("p", self.p, 0.0, 1.0, low_inclusive=False)
+        check_bool("exhaustive", self.exhaustive)
+        check_bool("include_endpoints", self.include_endpoints)
 
     def sample(self, n: int, d: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
         if self.exhaustive:
@@ -135,7 +140,10 @@ class UniformScale:
     mode: str = "multiplicative"
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.low <= self.high <= 1.0):
+        check_range("low", self.low, 0.0, 1.0, high_inclusive=True)
+        check_range("high", self.high, 0.0, 1.0, high_inclusive=True)
+        check_bool("quadrature", self.quadrature)
+        if not self.low <= self.high:
             raise ValueError(f"UniformScale needs 0 <= low <= high <= 1; got low={self.low}, high={self.high}")
 
     def sample(self, n: int, d: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -170,6 +178,10 @@ class ExponentialKernel:
 
     width: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.width is not None:
+            check_positive("width", self.width)
+
     def __call__(self, xi: torch.Tensor, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         w = 0.75 * math.sqrt(xi.shape[-1]) if self.width is None else check_positive("width", self.width)
         d2 = ((x - x0.unsqueeze(-2)) ** 2).sum(-1).to(torch.float64)
@@ -181,6 +193,9 @@ class ShapleyKernel:
     """pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|)) for binary z; ``endpoint_weight`` for |z| in {0, M}."""
 
     endpoint_weight: float = 1e6
+
+    def __post_init__(self) -> None:
+        check_positive("endpoint_weight", self.endpoint_weight)
 
     def __call__(self, xi: torch.Tensor, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         m = xi.shape[-1]
@@ -205,10 +220,21 @@ class LFASetting:
     kernel: Any = ConstantKernel()
     bias: str = "free"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.neighbourhood, (GaussianNoise, BernoulliMasks, OneHotRemoval, UniformScale)):
+            raise TypeError("setting.neighbourhood must be GaussianNoise, BernoulliMasks, OneHotRemoval or "
+                            f"UniformScale; got {type(self.neighbourhood).__name__}")
+        check_choice("setting.loss", self.loss, ("squared", "gradient_matching"))
+        check_choice("setting.bias", self.bias, ("free", "none", "anchored"))
+        if not callable(self.kernel):
+            raise TypeError("setting.kernel must be a kernel pi(xi, x0, x) such as ConstantKernel(), "
+                            f"ExponentialKernel() or ShapleyKernel(); got {type(self.kernel).__name__}")
+
 
 def lfa_preset(method: str, sigma: float = 0.1, kernel_width: float | None = None, exhaustive: bool = False) -> LFASetting:
     """The LFA setting that reproduces ``method`` (one of :data:`LFA_METHODS`; see the module table)."""
     check_choice("method", method, LFA_METHODS)
+    check_positive("sigma", sigma, allow_zero=True)
     if method == "lime":
         return LFASetting(BernoulliMasks(0.5, exhaustive), "squared", ExponentialKernel(kernel_width), "free")
     if method == "kernelshap":
@@ -246,6 +272,17 @@ def weighted_least_squares(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, in
 
     Returns (N, d) coefficients (the intercept, if fitted, is dropped). Minimum-norm solution when rank deficient.
     """
+    for name, t, nd in (("z", z, 3), ("y", y, 2), ("w", w, 2)):
+        check_real_tensor(name, t)
+        if t.ndim != nd:
+            raise ValueError(f"{name} must have {nd} dimensions (N, n{', d' if nd == 3 else ''}); got shape "
+                             f"{tuple(t.shape)}")
+    if y.shape != z.shape[:2] or w.shape != z.shape[:2]:
+        raise ValueError(f"y and w must have shape {tuple(z.shape[:2])} (the first two dimensions of z); got "
+                         f"{tuple(y.shape)} and {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ValueError("w (the sample weights) must be >= 0")
+    check_bool("intercept", intercept)
     z = z.to(torch.float64)
     if intercept:
         z = torch.cat([z, torch.ones(z.shape[:-1] + (1,), dtype=torch.float64)], -1)
@@ -253,6 +290,22 @@ def weighted_least_squares(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, in
     sol = torch.linalg.lstsq((z * sw.unsqueeze(-1)), (y.to(torch.float64) * sw).unsqueeze(-1), driver="gelsd").solution
     sol = sol[..., 0]
     return sol[..., :-1] if intercept else sol
+
+
+def _kernel_weights(setting: LFASetting, xi: torch.Tensor, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The kernel's weights (N, n): finite, >= 0 and not all zero for any example (else a ``ValueError``)."""
+    pi = setting.kernel(xi, x0, x)
+    if not isinstance(pi, torch.Tensor) or tuple(pi.shape) != tuple(xi.shape[:-1]):
+        raise ValueError(f"setting.kernel must return one weight per sample, shape {tuple(xi.shape[:-1])}; got "
+                         f"{tuple(pi.shape) if isinstance(pi, torch.Tensor) else type(pi).__name__}")
+    check_finite_tensor("setting.kernel's weights", pi)
+    if bool((pi < 0).any()):
+        raise ValueError("setting.kernel's weights must be >= 0")
+    dead = (pi.sum(1) == 0).nonzero().flatten().tolist()
+    if dead:
+        raise ValueError(f"setting.kernel gives weight 0 to every sample of example {dead[0]} (e.g. an "
+                         "ExponentialKernel width far below the perturbation distances); the fit is undefined")
+    return pi.to(x.device)
 
 
 class LocalFunctionApproximation(Attribution):
@@ -277,17 +330,14 @@ class LocalFunctionApproximation(Attribution):
             baselines: x' for multiplicative neighbourhoods (default 0).
             seed: seed of the sampling generator (``None``: a fresh random seed).
         """
-        x, t, cs = self._prepare(inputs, target, chunk_size)
         if isinstance(setting, str):
-            setting = lfa_preset(setting, sigma=sigma)
+            check_choice("setting", setting, LFA_METHODS)
+            setting = lfa_preset(setting, sigma=check_positive("sigma", sigma, allow_zero=True))
         if not isinstance(setting, LFASetting):
             raise TypeError(f"setting must be an LFASetting or a method name; got {type(setting).__name__}")
-        check_choice("setting.loss", setting.loss, ("squared", "gradient_matching"))
-        check_choice("setting.bias", setting.bias, ("free", "none", "anchored"))
+        x, t, cs = self._prepare(inputs, target, chunk_size, differentiable=setting.loss == "gradient_matching")
         n_samples = check_int("n_samples", n_samples, minimum=1)
         nb = setting.neighbourhood
-        if getattr(nb, "mode", None) not in ("additive", "multiplicative"):
-            raise TypeError("setting.neighbourhood must be GaussianNoise, BernoulliMasks, OneHotRemoval or UniformScale")
         gen = torch.Generator()
         gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) if seed is None else check_int("seed", seed, minimum=0))
         n_ex = x.shape[0]
@@ -297,6 +347,14 @@ class LocalFunctionApproximation(Attribution):
         base = expand_baselines(baselines, x).reshape(n_ex, d)
         xi = torch.stack([nb.sample(n_samples, d, gen, x.dtype) for _ in range(n_ex)]).to(x.device)  # (N, n, d)
         n = xi.shape[1]
+        unknowns = d + (setting.bias == "free")
+        if setting.loss == "squared" and n < unknowns:
+            raise ValueError(
+                f"n_samples={n_samples} gives {n} neighbourhood samples per example, fewer than the {unknowns} "
+                f"coefficients of the least-squares surrogate (d={d} features"
+                f"{' + intercept' if unknowns > d else ''}); "
+                f"the fit would be underdetermined. Use n_samples >= {unknowns}"
+            )
         if nb.mode == "additive":
             pts = x0.unsqueeze(1) + xi
             dx_dxi = torch.ones_like(x0)
@@ -309,12 +367,12 @@ class LocalFunctionApproximation(Attribution):
             if setting.loss == "gradient_matching":
                 grads, _ = input_gradients(self.model, flat_pts, tt, cs)
                 gxi = grads.reshape(n_ex, n, d) * dx_dxi.unsqueeze(1)  # chain rule d f / d xi
-                pi = setting.kernel(xi, x0, pts).to(x.device)
+                pi = _kernel_weights(setting, xi, x0, pts)
                 wts = pi / pi.sum(1, keepdim=True)
                 w = (gxi.to(torch.float64) * wts.unsqueeze(-1)).sum(1)
                 return w.to(x.dtype).reshape((n_ex,) + shape)
             y = _model_scores(self.model, flat_pts, tt, cs).reshape(n_ex, n)
-            pi = setting.kernel(xi, x0, pts).to(x.device)
+            pi = _kernel_weights(setting, xi, x0, pts)
             if isinstance(nb, BernoulliMasks) and nb.exhaustive:
                 pi = pi * nb.mass(xi).to(pi)
             if setting.bias == "anchored":
@@ -344,6 +402,7 @@ class CLime(Attribution):
     ) -> torch.Tensor:
         """Return the C-LIME coefficients shaped like ``inputs``."""
         check_positive("sigma", sigma)
+        check_int("n_samples", n_samples, minimum=1)
         return LocalFunctionApproximation(self.model).attribute(
             inputs, target, setting=lfa_preset("clime", sigma=sigma), n_samples=n_samples, seed=seed,
             chunk_size=chunk_size,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from gradlab.explain._common import TargetType, chunk_slices, hook_guard
+from gradlab.explain._common import TargetType, check_bool, chunk_slices, hook_guard, watch_outputs
 from gradlab.explain.gradients import Attribution, _captum_attr
 
 SHAPE_ONLY_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten, nn.Identity)
@@ -139,12 +139,13 @@ class LRP(Attribution):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Return the relevance (and the conservation error when asked)."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
+        check_bool("return_convergence_delta", return_convergence_delta)
         with hook_guard(self.model):
             model = check_lrp_structure(self.model, x[:1])
             lrp = _captum_attr().LRP(model)
             user_rules = {n: m.rule for n, m in model.named_modules() if hasattr(m, "rule")}
             attrs, deltas = [], []
-            with hook_guard(model):
+            with hook_guard(model), watch_outputs(model, True):
                 for sl in chunk_slices(x.shape[0], cs):
                     _attach_rules(model, user_rules)
                     res = lrp.attribute(x[sl], target=None if t is None else t[sl],

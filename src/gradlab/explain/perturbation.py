@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from gradlab.core.validation import check_choice, check_int, check_positive
-from gradlab.explain._common import TargetType, hook_guard
+from gradlab.explain._common import TargetType, check_int_sequence, hook_guard, watch_outputs
 from gradlab.explain.gradients import Attribution, _captum_attr, expand_baselines
 
 
@@ -40,10 +40,16 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 def _check_mask(feature_mask: Any, inputs: torch.Tensor) -> torch.Tensor | None:
+    """An integer feature mask of one example's shape or of the batch's (first dimension 1 or N), each row holding
+    the ids 0, 1, ..., M-1 (M may differ between rows)."""
     if feature_mask is None:
         return None
-    if not isinstance(feature_mask, torch.Tensor) or feature_mask.is_floating_point():
-        raise TypeError("feature_mask must be an integer tensor of feature ids")
+    if not isinstance(feature_mask, torch.Tensor):
+        raise TypeError(f"feature_mask must be an integer tensor of feature ids; got {type(feature_mask).__name__}")
+    if feature_mask.is_floating_point() or feature_mask.is_complex() or feature_mask.dtype == torch.bool:
+        hint = " (a boolean selection is not a feature mask: give every group its own id 0..M-1)" \
+            if feature_mask.dtype == torch.bool else ""
+        raise TypeError(f"feature_mask must be an integer tensor of feature ids; got dtype {feature_mask.dtype}{hint}")
     m = feature_mask.long()
     if m.shape == inputs.shape[1:]:
         m = m.unsqueeze(0)
@@ -52,18 +58,27 @@ def _check_mask(feature_mask: Any, inputs: torch.Tensor) -> torch.Tensor | None:
             f"feature_mask must have the shape of one example {tuple(inputs.shape[1:])} or of the batch; "
             f"got {tuple(feature_mask.shape)}"
         )
-    ids = torch.unique(m)
-    if not torch.equal(ids, torch.arange(len(ids))):
-        raise ValueError("feature_mask ids must be 0, 1, ..., M-1 (consecutive)")
+    for i in range(m.shape[0]):
+        ids = torch.unique(m[i])
+        if not torch.equal(ids, torch.arange(len(ids))):
+            raise ValueError(f"feature_mask ids must be 0, 1, ..., M-1 (consecutive) in every row; row {i} holds "
+                             f"{ids[:8].tolist()}{' ...' if len(ids) > 8 else ''}")
     return m
 
 
-def _num_features(mask: torch.Tensor | None, inputs: torch.Tensor) -> int:
-    return int(inputs[0].numel()) if mask is None else int(mask.max()) + 1
+def _row_mask(mask: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    return None if mask is None else mask[min(i, mask.shape[0] - 1)].unsqueeze(0)
+
+
+def _num_features(mask: torch.Tensor | None, inputs: torch.Tensor, i: int = 0) -> int:
+    """M, the number of interpretable features of example ``i`` (its mask's ids, or its scalars)."""
+    return int(inputs[0].numel()) if mask is None else int(_row_mask(mask, i).max()) + 1
 
 
 class Occlusion(Attribution):
     """Occlusion: ``Occlusion(model).attribute(x, target, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2))``."""
+
+    needs_input_gradient = False
 
     def attribute(
         self,
@@ -76,16 +91,25 @@ class Occlusion(Attribution):
     ) -> torch.Tensor:
         """Return the occlusion map shaped like ``inputs``.
 
-        ``sliding_window_shapes`` has one entry per non-batch dimension (default: every scalar alone).
+        ``sliding_window_shapes`` has one entry per non-batch dimension (default: every scalar alone);
+        ``strides`` is one int for every dimension or one per dimension, each in [1, window] (default 1).
         """
         x, t, cs = self._prepare(inputs, target, chunk_size)
         shape = tuple(x.shape[1:])
-        win = (1,) * len(shape) if sliding_window_shapes is None else tuple(sliding_window_shapes)
-        if len(win) != len(shape) or not all(isinstance(w, int) and 1 <= w <= s for w, s in zip(win, shape)):
+        win = (1,) * len(shape) if sliding_window_shapes is None else \
+            check_int_sequence("sliding_window_shapes", sliding_window_shapes, minimum=1)
+        if len(win) != len(shape) or not all(1 <= w <= s for w, s in zip(win, shape)):
             raise ValueError(f"sliding_window_shapes must give one window size in [1, dim] per input dim {shape}; got {win}")
+        if strides is not None:
+            st = (check_int("strides", strides, minimum=1),) * len(shape) if not isinstance(strides, (tuple, list)) \
+                else check_int_sequence("strides", strides, minimum=1, length=len(shape))
+            if any(s > w for s, w in zip(st, win)):
+                raise ValueError(f"strides must not exceed sliding_window_shapes {win} (windows would skip inputs); "
+                                 f"got {st}")
+            strides = st
         b = expand_baselines(baselines, x)
-        occ = _captum_attr().Occlusion(self.model)
-        with hook_guard(self.model):
+        with hook_guard(self.model), watch_outputs(self.model) as f:
+            occ = _captum_attr().Occlusion(f)
             a = occ.attribute(
                 x, sliding_window_shapes=win, strides=strides, baselines=b, target=t,
                 perturbations_per_eval=1 if cs is None else cs,
@@ -95,6 +119,8 @@ class Occlusion(Attribution):
 
 class Lime(Attribution):
     """LIME with ordinary least squares and a Euclidean exponential kernel (see the module docstring)."""
+
+    needs_input_gradient = False
 
     def attribute(
         self,
@@ -113,7 +139,7 @@ class Lime(Attribution):
         """Return LIME coefficients broadcast to ``inputs``' shape (features = scalars or ``feature_mask`` groups).
 
         Args:
-            kernel_width: w of pi = exp(-d^2 / (2 w^2)); default 0.75 sqrt(M).
+            kernel_width: w of pi = exp(-d^2 / (2 w^2)); default 0.75 sqrt(M) (M of each example's mask).
             distance: ``"euclidean"`` (original LIME) or ``"cosine"`` (Captum's default).
             interpretable_model: ``"ols"`` (default), ``"lasso"`` (Captum's default, with ``alpha``) or ``"ridge"``.
         """
@@ -121,25 +147,27 @@ class Lime(Attribution):
         n_samples = check_int("n_samples", n_samples, minimum=2)
         check_choice("distance", distance, ("euclidean", "cosine"))
         check_choice("interpretable_model", interpretable_model, ("ols", "lasso", "ridge"))
+        if interpretable_model != "ols":
+            check_positive("alpha", alpha, allow_zero=True)
         mask = _check_mask(feature_mask, x)
-        m_feat = _num_features(mask, x)
-        width = 0.75 * math.sqrt(m_feat) if kernel_width is None else check_positive("kernel_width", kernel_width)
+        width = None if kernel_width is None else check_positive("kernel_width", kernel_width)
         ca = _captum_attr()
         from captum._utils.models.linear_model import SkLearnLasso, SkLearnLinearRegression, SkLearnRidge
 
         model_cls = {"ols": SkLearnLinearRegression, "lasso": SkLearnLasso, "ridge": SkLearnRidge}[interpretable_model]
         b = expand_baselines(baselines, x)
         out = []
-        with hook_guard(self.model), seeded(seed, x.device):
+        with hook_guard(self.model), watch_outputs(self.model) as f, seeded(seed, x.device):
             for i in range(x.shape[0]):
                 interp = model_cls() if interpretable_model == "ols" else model_cls(alpha=alpha)
+                w_i = 0.75 * math.sqrt(_num_features(mask, x, i)) if width is None else width
                 lime = ca.Lime(
-                    self.model, interpretable_model=interp,
-                    similarity_func=ca._core.lime.get_exp_kernel_similarity_function(distance, width),
+                    f, interpretable_model=interp,
+                    similarity_func=ca._core.lime.get_exp_kernel_similarity_function(distance, w_i),
                 )
                 a = lime.attribute(
                     x[i : i + 1], target=None if t is None else t[i : i + 1], baselines=b[i : i + 1],
-                    feature_mask=None if mask is None else mask[min(i, mask.shape[0] - 1)].unsqueeze(0),
+                    feature_mask=_row_mask(mask, i),
                     n_samples=n_samples, perturbations_per_eval=1 if cs is None else cs, return_input_shape=True,
                 )
                 out.append(a.detach().to(x.dtype))
@@ -148,6 +176,8 @@ class Lime(Attribution):
 
 class KernelShap(Attribution):
     """KernelSHAP (Shapley-kernel weighted least squares) wrapping ``captum.attr.KernelShap``."""
+
+    needs_input_gradient = False
 
     def attribute(
         self,
@@ -159,20 +189,20 @@ class KernelShap(Attribution):
         seed: int | None = None,
         chunk_size: int | None = None,
     ) -> torch.Tensor:
-        """Return Shapley-value estimates broadcast to ``inputs``' shape; ``n_samples`` defaults to 2M + 2048."""
+        """Return Shapley-value estimates broadcast to ``inputs``' shape; ``n_samples`` defaults to 2M + 2048
+        (M of each example's mask)."""
         x, t, cs = self._prepare(inputs, target, chunk_size)
         mask = _check_mask(feature_mask, x)
-        m_feat = _num_features(mask, x)
-        n = 2 * m_feat + 2048 if n_samples is None else check_int("n_samples", n_samples, minimum=2)
-        ks = _captum_attr().KernelShap(self.model)
+        n = None if n_samples is None else check_int("n_samples", n_samples, minimum=2)
         b = expand_baselines(baselines, x)
         out = []
-        with hook_guard(self.model), seeded(seed, x.device):
+        with hook_guard(self.model), watch_outputs(self.model) as f, seeded(seed, x.device):
+            ks = _captum_attr().KernelShap(f)
             for i in range(x.shape[0]):
                 a = ks.attribute(
                     x[i : i + 1], target=None if t is None else t[i : i + 1], baselines=b[i : i + 1],
-                    feature_mask=None if mask is None else mask[min(i, mask.shape[0] - 1)].unsqueeze(0),
-                    n_samples=n, perturbations_per_eval=1 if cs is None else cs, return_input_shape=True,
+                    feature_mask=_row_mask(mask, i),
+                    n_samples=2 * _num_features(mask, x, i) + 2048 if n is None else n, perturbations_per_eval=1 if cs is None else cs, return_input_shape=True,
                 )
                 out.append(a.detach().to(x.dtype))
         return torch.cat(out)

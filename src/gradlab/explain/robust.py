@@ -27,8 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type, torch_generator
-from gradlab.explain._common import check_inputs
+from gradlab.core import check_choice, check_int, check_positive, check_type, torch_generator
+from gradlab.explain._common import (
+    check_bool,
+    check_callable,
+    check_class_labels,
+    check_finite_tensor,
+    check_inputs,
+    check_pair,
+    check_real_tensor,
+    forward,
+    grad_wrt,
+)
 
 __all__ = ["PGD", "project_l2", "project_linf", "train_classifier"]
 
@@ -39,12 +49,14 @@ def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
 
 def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """Euclidean projection of each perturbation onto the L-infinity ball of radius ``eps`` (coordinate clipping)."""
+    check_real_tensor("delta", delta)
     check_positive("eps", eps, allow_zero=True)
     return delta.clamp(-eps, eps)
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """Euclidean projection of each perturbation (batch first) onto the L2 ball of radius ``eps``."""
+    check_real_tensor("delta", delta)
     check_positive("eps", eps, allow_zero=True)
     if delta.ndim < 2:
         raise ValueError(f"delta must have a batch dimension; got shape {tuple(delta.shape)}")
@@ -86,8 +98,15 @@ class PGD:
         if self.step_size is None:
             self.step_size = 2.5 * self.eps / max(1, self.steps)
         check_positive("step_size", self.step_size, allow_zero=True)
-        if self.clip is not None and (len(self.clip) != 2 or not self.clip[0] < self.clip[1]):
-            raise ValueError(f"clip must be (low, high) with low < high, or None; got {self.clip!r}")
+        check_bool("random_start", self.random_start)
+        if self.clip is not None:
+            try:
+                self.clip = check_pair("clip", self.clip)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"clip must be (low, high) with low < high, or None; got {self.clip!r} ({err})") \
+                    from None
+        if self.loss_fn is not None:
+            check_callable("loss_fn", self.loss_fn)
         self._generator = torch_generator(self.seed)
 
     def _project(self, delta: torch.Tensor) -> torch.Tensor:
@@ -107,11 +126,20 @@ class PGD:
         return x if self.clip is None else x.clamp(*self.clip)
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Adversarial inputs for ``(inputs, labels)``: ``inputs`` a finite batch of the model's dtype, ``labels``
+        integer classes of shape (N,) in [0, C). The model's outputs, the loss and its gradient must stay finite
+        and the loss must depend differentiably on the inputs (``ValueError`` otherwise)."""
         check_inputs(inputs, self.model)
-        check_tensor("labels", labels, ndim=1)
-        if len(labels) != inputs.shape[0]:
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be an integer torch.Tensor; got {type(labels).__name__}")
+        if labels.ndim != 1 or len(labels) != inputs.shape[0]:
             raise ValueError(f"inputs (batch first) and labels must have the same length; got {tuple(inputs.shape)} "
                              f"and {tuple(labels.shape)}")
+        check_class_labels("labels", labels, inputs.shape[0])
+        if self.clip is not None and (float(inputs.min()) < self.clip[0] or float(inputs.max()) > self.clip[1]):
+            # clipping such inputs would move them further than eps before the attack starts
+            raise ValueError(f"inputs must lie within clip={self.clip} (the valid data range); got values in "
+                             f"[{float(inputs.min()):.4g}, {float(inputs.max()):.4g}]. Rescale them or pass clip=None")
         loss_fn = self.loss_fn or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
         x0 = inputs.detach()
         delta = self._random_delta(x0) if self.random_start and self.eps > 0 else torch.zeros_like(x0)
@@ -121,8 +149,18 @@ class PGD:
         try:
             for _ in range(self.steps):
                 x = x.detach().requires_grad_(True)
-                loss = loss_fn(self.model(x), labels)
-                (grad,) = torch.autograd.grad(loss, x)
+                with torch.enable_grad():
+                    out = forward(self.model, x, differentiable=True)
+                    if self.loss_fn is None:
+                        check_class_labels("labels", labels, len(labels), out.shape[1] if out.ndim == 2 else None)
+                    loss = loss_fn(out, labels)
+                    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                        got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                        raise ValueError(f"loss_fn must return a scalar tensor (the loss summed over the batch); got "
+                                         f"{got}")
+                    check_finite_tensor("the attack's loss", loss.detach())
+                    grad = grad_wrt(loss.reshape(()), x)
+                check_finite_tensor("the gradient of the attack's loss with respect to inputs", grad)
                 if self.norm == "linf":
                     step = grad.sign()
                 else:
@@ -144,15 +182,31 @@ def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tenso
     """
     check_type("model", model, nn.Module)
     check_inputs(inputs, model)
-    check_tensor("labels", labels, ndim=1)
-    if len(labels) != inputs.shape[0]:
-        raise ValueError(f"labels has {len(labels)} entries for {inputs.shape[0]} inputs")
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be an integer torch.Tensor; got {type(labels).__name__}")
+    if labels.ndim != 1 or len(labels) != inputs.shape[0]:
+        raise ValueError(f"labels must have shape ({inputs.shape[0]},) (one per input); got {tuple(labels.shape)}")
+    check_class_labels("labels", labels, inputs.shape[0])
     check_int("epochs", epochs, minimum=1)
     check_int("batch_size", batch_size, minimum=1)
     check_positive("lr", lr)
     check_positive("weight_decay", weight_decay, allow_zero=True)
-    if attack is not None and attack.model is not model:
-        raise ValueError("attack.model must be the model being trained")
+    if attack is not None:
+        check_type("attack", attack, PGD)
+        if attack.model is not model:
+            raise ValueError("attack.model must be the model being trained")
+    if progress is not None:
+        check_callable("progress", progress)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = forward(model, inputs[:1])
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"model must return logits of shape (N, C); got shape {tuple(out.shape)}")
+    check_class_labels("labels", labels, inputs.shape[0], out.shape[1])
     gen = torch_generator(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(labels)
@@ -165,7 +219,12 @@ def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tenso
             if attack is not None:
                 xb = attack(xb, yb)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), yb).backward()
+            loss = F.cross_entropy(model(xb), yb)
+            if not bool(torch.isfinite(loss)):
+                raise ValueError(f"the training loss is {float(loss.detach())} at epoch {epoch}, batch starting at "
+                                 f"{start}: the model's output is not finite (lr={lr} too large, or non-finite "
+                                 "inputs/parameters); training stopped")
+            loss.backward()
             opt.step()
         if progress is not None:
             progress((epoch + 1) / epochs)

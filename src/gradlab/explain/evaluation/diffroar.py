@@ -25,6 +25,14 @@ import torch
 from torch import nn
 
 from gradlab.core import check_int, check_range, check_tensor, check_type, torch_generator
+from gradlab.explain._common import (
+    check_bool,
+    check_callable,
+    check_class_labels,
+    check_number,
+    check_real_tensor,
+    forward,
+)
 
 __all__ = ["DiffROARResult", "diffroar", "evaluate_accuracy", "remove_and_retrain", "unmask_top_k"]
 
@@ -40,13 +48,29 @@ def unmask_top_k(inputs: torch.Tensor, attributions: torch.Tensor, fraction: flo
     ``d`` the number of coordinates of one instance. Ties are broken at random (seeded; ``seed=None`` breaks
     them by position). Returns a new tensor; ``inputs`` is not modified.
     """
-    check_tensor("inputs", inputs, floating=True)
+    check_tensor("inputs", inputs, floating=True, finite=True)
     check_tensor("attributions", attributions, floating=True, finite=True)
     if attributions.shape != inputs.shape:
         raise ValueError(f"attributions must have the inputs' shape {tuple(inputs.shape)}; got {tuple(attributions.shape)}")
     if inputs.ndim < 2:
         raise ValueError(f"inputs must have a batch dimension; got shape {tuple(inputs.shape)}")
+    if inputs.shape[0] == 0 or inputs[0].numel() == 0:
+        raise ValueError(f"inputs must hold at least one instance with at least one coordinate; got shape "
+                         f"{tuple(inputs.shape)}")
     check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=True)
+    check_bool("largest", largest)
+    if isinstance(fill, torch.Tensor):
+        check_real_tensor("fill", fill)
+        try:
+            torch.broadcast_shapes(fill.shape, inputs.shape[1:])
+            ok = len(torch.broadcast_shapes(fill.shape, inputs.shape[1:])) == inputs.ndim - 1
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"fill must be a number or a tensor broadcastable to one instance "
+                             f"{tuple(inputs.shape[1:])}; got shape {tuple(fill.shape)}")
+    else:
+        fill = check_number("fill", fill)
     n = inputs.shape[0]
     d = inputs[0].numel()
     k = max(1, int(round(fraction * d)))
@@ -69,17 +93,32 @@ def unmask_top_k(inputs: torch.Tensor, attributions: torch.Tensor, fraction: flo
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``(inputs, labels)`` in eval mode (the model's mode is restored)."""
+    """Top-1 accuracy of ``model`` on ``(inputs, labels)`` in eval mode (the model's mode is restored).
+
+    The model's logits must be finite (an argmax over NaN would count as class 0) and of shape (N, C); labels are
+    integer classes of shape (N,) in [0, C).
+    """
+    check_callable("model", model)
+    check_tensor("inputs", inputs, floating=True, finite=True)
+    if inputs.ndim < 1:
+        raise ValueError(f"inputs must have a batch dimension; got shape {tuple(inputs.shape)}")
+    check_class_labels("labels", labels, inputs.shape[0])
     check_int("batch_size", batch_size, minimum=1)
-    was_training = model.training
-    model.eval()
+    is_module = isinstance(model, nn.Module)
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
     try:
         correct = 0
         for start in range(0, len(labels), batch_size):
-            out = model(inputs[start:start + batch_size])
+            out = forward(model, inputs[start:start + batch_size])
+            if out.ndim != 2:
+                raise ValueError(f"model must return logits of shape (N, C); got shape {tuple(out.shape)}")
+            check_class_labels("labels", labels[start:start + batch_size], out.shape[0], out.shape[1])
             correct += int((out.argmax(dim=1) == labels[start:start + batch_size]).sum())
     finally:
-        model.train(was_training)
+        if is_module:
+            model.train(was_training)
     return correct / max(1, len(labels))
 
 
@@ -87,6 +126,8 @@ def remove_and_retrain(train_fn: TrainFn, x_train: torch.Tensor, y_train: torch.
                        x_test: torch.Tensor, y_test: torch.Tensor, attr_test: torch.Tensor, fraction: float,
                        largest: bool, fill: float | torch.Tensor, seed: int) -> float:
     """Test accuracy of a fresh model trained on the top- (or bottom-) ``fraction`` unmasked training set."""
+    check_callable("train_fn", train_fn)
+    check_int("seed", seed, minimum=0)
     xm_train = unmask_top_k(x_train, attr_train, fraction, largest=largest, fill=fill, seed=seed)
     xm_test = unmask_top_k(x_test, attr_test, fraction, largest=largest, fill=fill, seed=seed + 1)
     model = train_fn(xm_train, y_train, seed)
@@ -141,20 +182,34 @@ def diffroar(train_fn: TrainFn, x_train: torch.Tensor, y_train: torch.Tensor, at
             tensor shaped like one instance. The same fill is used for train and test.
         progress: optional callback receiving the completed fraction of retrainings.
     """
+    check_callable("train_fn", train_fn)
     check_int("n_runs", n_runs, minimum=1)
+    check_int("seed", seed, minimum=0)
+    if progress is not None:
+        check_callable("progress", progress)
     check_type("fractions", fractions, (tuple, list, np.ndarray))
-    fr = np.asarray(fractions, dtype=np.float64)
+    try:
+        fr = np.asarray(fractions, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"fractions must be a sequence of numbers; got {fractions!r}") from err
     if fr.ndim != 1 or len(fr) == 0 or np.any(np.diff(fr) <= 0):
         raise ValueError(f"fractions must be a non-empty increasing sequence; got {fractions!r}")
     for f in fr:
         check_range("fractions[i]", float(f), 0.0, 1.0, low_inclusive=False, high_inclusive=True)
     for name, x, a, y in (("train", x_train, attr_train, y_train), ("test", x_test, attr_test, y_test)):
         check_tensor(f"x_{name}", x, floating=True, finite=True)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"x_{name} must be a non-empty batch (N, ...); got shape {tuple(x.shape)}")
         check_tensor(f"y_{name}", y, ndim=1)
         if len(y) != len(x):
             raise ValueError(f"y_{name} has {len(y)} labels for {len(x)} inputs")
+        check_class_labels(f"y_{name}", y, len(x))
+        check_tensor(f"attr_{name}", a, floating=True, finite=True)
         if a.shape != x.shape:
             raise ValueError(f"attr_{name} must have shape {tuple(x.shape)}; got {tuple(a.shape)}")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"x_train and x_test must hold instances of one shape; got {tuple(x_train.shape[1:])} and "
+                         f"{tuple(x_test.shape[1:])}")
     if isinstance(fill, str):
         if fill != "mean":
             raise ValueError(f"fill must be 'mean', a number or a tensor; got {fill!r}")

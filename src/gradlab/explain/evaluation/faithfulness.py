@@ -30,30 +30,31 @@ import torch
 from torch import nn
 
 from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type, torch_generator
-from gradlab.explain._common import check_inputs, check_model
+from gradlab.explain._common import (
+    check_bool,
+    check_inputs,
+    check_int_sequence,
+    check_model,
+    check_number,
+    check_real_tensor,
+    check_target_range,
+    forward,
+    normalize_target,
+)
 
 __all__ = ["perturbation_faithfulness", "perturbation_curve"]
-
-
-def _targets(target: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
-    if isinstance(target, torch.Tensor):
-        if target.ndim == 0:
-            return target.long().expand(n).to(device)
-        if target.shape != (n,):
-            raise ValueError(f"target must be an int or a tensor of shape ({n},); got shape {tuple(target.shape)}")
-        return target.long().to(device)
-    check_int("target", target, minimum=0)
-    return torch.full((n,), int(target), dtype=torch.long, device=device)
 
 
 @torch.no_grad()
 def _forward(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
     outs = []
     for start in range(0, inputs.shape[0], batch_size):
-        out = model(inputs[start:start + batch_size])
+        out = forward(model, inputs[start:start + batch_size])  # checked: a tensor, one row per input, finite
         if out.ndim != 2:
             raise ValueError(f"model must return (batch, classes) outputs; got shape {tuple(out.shape)}")
-        outs.append(out.gather(1, targets[start:start + batch_size, None]).squeeze(1))
+        tb = targets[start:start + batch_size]
+        check_target_range(tb, out.shape[1])
+        outs.append(out.gather(1, tb[:, None].to(out.device)).squeeze(1))
     return torch.cat(outs)
 
 
@@ -64,10 +65,13 @@ def perturbation_faithfulness(model: nn.Module, inputs: torch.Tensor, attributio
     """Per-input mean prediction gap ``E|f_t(x) - f_t(x_perturbed)|`` when the top-``k`` (or bottom-``k``)
     coordinates by ``|attributions|`` are perturbed by the ``neighbourhood`` (``"removal"`` or ``"gaussian"``).
 
-    Ties in ``|attributions|`` are broken by coordinate order. Returns a tensor of shape ``(n,)``.
+    Ties in ``|attributions|`` are broken by coordinate order. Returns a tensor of shape ``(n,)``. ``target`` is an
+    int or an integer tensor of shape () or (n,) with values in [0, C); ``baseline`` is a finite number or a finite
+    tensor broadcastable to ``inputs``; the model's outputs must be finite.
     """
     check_model(model)
     check_inputs(inputs, model)
+    check_bool("largest", largest)
     check_tensor("attributions", attributions, floating=True, finite=True)
     if attributions.shape != inputs.shape:
         raise ValueError(f"attributions must have the inputs' shape {tuple(inputs.shape)}; got {tuple(attributions.shape)}")
@@ -77,16 +81,24 @@ def perturbation_faithfulness(model: nn.Module, inputs: torch.Tensor, attributio
     n, d = inputs.shape[0], inputs[0].numel()
     check_int("k", k, minimum=1, maximum=d)
     check_int("batch_size", batch_size, minimum=1)
-    targets = _targets(target, n, inputs.device)
+    if target is None:
+        raise TypeError(f"target must be an int or an integer tensor of shape () or ({n},) (the class whose output "
+                        "is perturbed); got None")
+    targets = normalize_target(target, n).to(inputs.device)
     order = attributions.detach().abs().reshape(n, d).argsort(dim=1, descending=largest, stable=True)
     sel = torch.zeros(n, d, dtype=torch.bool, device=inputs.device).scatter_(1, order[:, :k], True)
     flat = inputs.detach().reshape(n, d)
     f_x = _forward(model, inputs.detach(), targets, batch_size)
     if neighbourhood == "removal":
         if isinstance(baseline, torch.Tensor):
-            base = baseline.to(inputs).expand_as(inputs).reshape(n, d)
+            check_real_tensor("baseline", baseline)
+            try:
+                base = baseline.to(inputs).expand_as(inputs).reshape(n, d)
+            except RuntimeError as err:
+                raise ValueError(f"baseline must be a number or a tensor broadcastable to inputs {tuple(inputs.shape)}; "
+                                 f"got shape {tuple(baseline.shape)}") from err
         else:
-            base = torch.full_like(flat, float(baseline))
+            base = torch.full_like(flat, check_number("baseline", baseline))
         pert = torch.where(sel, base, flat).reshape(inputs.shape)
         return (f_x - _forward(model, pert, targets, batch_size)).abs()
     check_positive("sigma", sigma)
@@ -102,5 +114,8 @@ def perturbation_curve(model: nn.Module, inputs: torch.Tensor, attributions: tor
                        target: int | torch.Tensor, ks: Sequence[int], **options) -> torch.Tensor:
     """:func:`perturbation_faithfulness` for each ``k`` in ``ks``, averaged over inputs: shape ``(len(ks),)``."""
     check_type("ks", ks, (list, tuple, range))
+    ks = check_int_sequence("ks", ks, minimum=1)
+    if not ks:
+        raise ValueError("ks must name at least one k")
     return torch.stack([perturbation_faithfulness(model, inputs, attributions, target, int(k), **options).mean()
                         for k in ks])

@@ -29,13 +29,17 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.core import check_choice, check_int, check_tensor
+from gradlab.explain._common import check_binary_mask, check_bool
 
 __all__ = ["attribution_mass_in_mask", "mask_fraction", "pixel_auroc", "pointing_game"]
 
 
 def _as_mask(name: str, mask: torch.Tensor, a: torch.Tensor, reduce_channels: str | None) -> torch.Tensor:
-    """A boolean mask broadcast to the (possibly channel-reduced) attributions ``a``."""
-    m = mask.detach().to(a.device).bool()
+    """A boolean mask broadcast to the (possibly channel-reduced) attributions ``a``; same batch size required."""
+    m = check_binary_mask(name, mask.detach()).to(a.device)
+    if m.ndim == 0 or m.shape[0] != a.shape[0]:
+        raise ValueError(f"{name} must have one mask per attribution map (batch size {a.shape[0]}); got shape "
+                         f"{tuple(mask.shape)}")
     if m.ndim == a.ndim - 1 and a.ndim == 4:
         m = m.unsqueeze(1)
     if reduce_channels == "sum" and m.ndim == 4 and m.shape[1] != 1:
@@ -55,10 +59,13 @@ def _prepare(attributions: torch.Tensor, mask: torch.Tensor, absolute: bool, red
     """
     check_tensor("attributions", attributions, floating=True, finite=True)
     check_tensor("mask", mask)
+    check_bool("absolute", absolute)
     if valid_mask is not None:
         check_tensor("valid_mask", valid_mask)
     if attributions.ndim < 2:
         raise ValueError(f"attributions must have a batch dimension; got shape {tuple(attributions.shape)}")
+    if attributions.shape[0] == 0:
+        raise ValueError(f"attributions has an empty batch dimension (shape {tuple(attributions.shape)})")
     if reduce_channels is not None:
         check_choice("reduce_channels", reduce_channels, ["sum"])
     a = attributions.detach().abs() if absolute else attributions.detach()
@@ -154,14 +161,14 @@ def mask_fraction(mask: torch.Tensor, valid_mask: torch.Tensor | None = None) ->
     With ``valid_mask`` (same shape as ``mask``, or broadcastable to it): ``|M & V| / |V|``.
     """
     check_tensor("mask", mask)
-    if mask.ndim < 2:
-        raise ValueError(f"mask must have a batch dimension; got shape {tuple(mask.shape)}")
-    m = mask.detach().bool()
+    if mask.ndim < 2 or mask.shape[0] == 0:
+        raise ValueError(f"mask must have a (non-empty) batch dimension; got shape {tuple(mask.shape)}")
+    m = check_binary_mask("mask", mask.detach())
     if valid_mask is None:
         return m.float().reshape(m.shape[0], -1).mean(dim=1)
     check_tensor("valid_mask", valid_mask)
     try:
-        v = valid_mask.detach().to(m.device).bool().expand_as(m)
+        v = check_binary_mask("valid_mask", valid_mask.detach()).to(m.device).expand_as(m)
     except RuntimeError as exc:
         raise ValueError(f"valid_mask of shape {tuple(valid_mask.shape)} cannot be broadcast to mask of shape "
                          f"{tuple(mask.shape)}") from exc
