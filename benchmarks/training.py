@@ -8,11 +8,15 @@ run.
   first conv is wrapped in ``TrAct`` vs the same CNN with a plain first conv (targets from the issue: <= 1.15x; and
   <= 1.05x of ``torch_tract`` when installed, which it is not by default). Two models: a CIFAR-sized CNN on
   3×32×32 inputs and the digits CNN of the TrAct claim.
+* ``sso``: one SSO outer step (m = 1 and 5 inner steps) vs one torch.optim.SGD step (target m = 1 <= 1.1x).
 * ``wta-crs``: ``WTACRSLinear`` (keep 0.3) vs ``nn.Linear`` on an 8192×512 input → 2048 features: bytes autograd
   saves for backward (Parameters excluded; target <= keep + 0.02 of nn.Linear's) and one forward + backward step
   with an input that requires grad (target <= 1.2x).
 
-    OMP_NUM_THREADS=1 python benchmarks/training.py [--only tract,wta-crs] [--min-run-time 1.0]
+* ``noprop``: NoProp-DT's block-by-block training step vs chained backprop through the same 10 blocks: peak bytes
+  saved for backward in one step (target <= 0.3x) and step time.
+
+    OMP_NUM_THREADS=1 python benchmarks/training.py [--only tract,wta-crs,noprop] [--min-run-time 1.0]
 """
 
 from __future__ import annotations
@@ -122,7 +126,79 @@ def bench_wta_crs(min_run_time: float, keep: float = 0.3, n: int = 8192, d_in: i
     print(f"  saved bytes ratio WTACRSLinear / nn.Linear: {ratio:.4f} (target <= keep + 0.02 = {keep + 0.02:.2f})")
 
 
+# --- NoProp ------------------------------------------------------------------------------------------------------
+
+def noprop_memory(min_run_time: float, T: int = 10, hidden: int = 128, batches: tuple[int, ...] = (128, 1024)) -> None:
+    """NoProp-DT's block-by-block training step vs chained backprop through the same T blocks (digits-sized MLP
+    blocks, 64 inputs, 10 classes): peak bytes autograd saves in one step (Parameters excluded; target <= 0.3x)
+    and the step time (reported)."""
+    from gradlab.training import NoPropDT
+
+    for n in batches:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(n, 64, generator=gen)
+        y = torch.randint(0, 10, (n,), generator=gen)
+        rows, saved = [], {}
+        for name in ("chained backprop (anchor)", "NoProp-DT block by block"):
+            torch.manual_seed(0)
+            model = NoPropDT(64, 10, T=T, hidden=hidden)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-3)
+            noise = torch.Generator().manual_seed(1)
+            if name.startswith("NoProp"):
+                def step(measure: bool = False, model: NoPropDT = model, opt: torch.optim.Optimizer = opt,
+                         noise: torch.Generator = noise) -> dict[str, float]:
+                    return model.training_step(x, y, opt, noise, measure_saved_bytes=measure)
+            else:
+                def step(measure: bool = False, model: NoPropDT = model,
+                         opt: torch.optim.Optimizer = opt) -> dict[str, float]:
+                    return model.backprop_step(x, y, opt, measure_saved_bytes=measure)
+            saved[name] = step(True)["peak_saved_bytes"]
+            rows.append((name, _median(step, "NoProp step", name, min_run_time),
+                         f"peak saved {saved[name] / 2**20:.2f} MiB"))
+        ratio = saved["NoProp-DT block by block"] / saved["chained backprop (anchor)"]
+        _print_rows(f"NoProp-DT training step, T = {T} MLP blocks (hidden {hidden}), batch {n} x 64", rows,
+                    "chained backprop (anchor)")
+        print(f"  peak saved bytes ratio NoProp-DT / chained backprop: {ratio:.4f} (target <= 0.30)")
+
+
 BENCHES: dict[str, Callable[[float], None]] = {"tract": bench_tract, "wta-crs": bench_wta_crs}
+BENCHES["noprop"] = noprop_memory
+
+
+# --- SSO ---------------------------------------------------------------------------------------------------------
+
+def sso_step(min_run_time: float) -> None:
+    """One SSO outer step with m = 1 inner SGD step (target <= 1.1x) and m = 5, vs one torch.optim.SGD step."""
+    from gradlab.training.sso import SSO
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 64, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    rows = []
+    for name, m in (("torch.optim.SGD (anchor)", 0), ("SSO m=1, inner sgd", 1), ("SSO m=5, inner sgd", 5),
+                    ("SSO m=5, inner armijo", -5)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 10))
+        if m == 0:
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+            def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
+                opt.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        else:
+            sso = SSO(model.parameters(), eta=5.0, inner_steps=abs(m), inner="sgd" if m > 0 else "armijo",
+                      inner_lr=0.1 if m > 0 else None)
+
+            def step(model: nn.Module = model, sso: SSO = sso) -> None:
+                sso.step(lambda: model(x), lambda z: nn.functional.cross_entropy(z, y))
+        step()
+        rows.append((name, _median(step, "SSO step", name, min_run_time), ""))
+    _print_rows("SSO outer step, tanh MLP 64-256-10, batch 64 (target: m=1 <= 1.1x SGD)", rows,
+                "torch.optim.SGD (anchor)")
+
+
+BENCHES["sso"] = sso_step
 
 
 def main() -> None:
