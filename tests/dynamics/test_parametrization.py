@@ -1,6 +1,8 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -152,3 +154,82 @@ def test_training_trajectory_matches_the_mup_package(optimizer):
         assert torch.allclose(ref(x), ours(x), rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(ref[2].weight, ours[2].weight, atol=1e-5)
+
+
+def _uneven(w1, w2, readout=None):
+    """MLP 12 -> w1 -> w2 -> 7 whose hidden layer's fan-in (w1) and fan-out (w2) can grow by different factors."""
+    last = readout(w2, 7) if readout is not None else nn.Linear(w2, 7)
+    return nn.Sequential(nn.Linear(12, w1), nn.ReLU(), nn.Linear(w1, w2), nn.ReLU(), last)
+
+
+@pytest.mark.parametrize("widths", [((8, 8), (32, 64)), ((8, 16), (24, 80)), ((10, 10), (40, 20))])
+def test_hidden_layer_with_uneven_growth_matches_mup_musgd(widths):
+    """A hidden layer whose fan-in and fan-out grow by different factors gets mup.MuSGD's lr (fan_out/fan_in)."""
+    import mup
+
+    (b1, b2), (w1, w2) = widths
+    torch.manual_seed(3)
+    ref = _uneven(w1, w2, mup.MuReadout)
+    mup.set_base_shapes(ref, _uneven(b1, b2, mup.MuReadout), delta=_uneven(b1 + 1, b2 + 3, mup.MuReadout))
+    ours = _uneven(w1, w2)
+    with torch.no_grad():
+        for i in (0, 2):
+            ours[i].weight.copy_(ref[i].weight)
+            ours[i].bias.copy_(ref[i].bias)
+        ours[4].weight.copy_(ref[4].weight / (w2 / b2))  # MuReadout: W (x / m)
+        ours[4].bias.copy_(ref[4].bias)
+    lr = 0.07
+    opt_ref = mup.MuSGD(ref.parameters(), lr=lr)
+    groups = abc_param_groups(ours, "mup", lr, base=_uneven(b1, b2), delta=_uneven(b1 + 1, b2 + 3), reinit=False)
+    ref_lr = {id(p): g["lr"] for g in opt_ref.param_groups for p in g["params"]}
+    our_lr = {id(p): g["lr"] for g in groups for p in g["params"]}
+    hidden_ref = ref_lr[id(ref[2].weight)]
+    assert hidden_ref == pytest.approx(lr * (w2 / b2) / (w1 / b1))
+    assert our_lr[id(ours[2].weight)] == pytest.approx(hidden_ref)
+    for i in (0, 2):  # input weight and biases: vector-like in mup
+        assert our_lr[id(ours[i].bias)] == pytest.approx(ref_lr[id(ref[i].bias)])
+    assert our_lr[id(ours[0].weight)] == pytest.approx(ref_lr[id(ref[0].weight)])
+    opt = torch.optim.SGD(groups)
+    g = torch.Generator().manual_seed(11)
+    x, y = torch.randn(20, 12, generator=g), torch.randn(20, 7, generator=g)
+    for _ in range(3):
+        for model, o in ((ref, opt_ref), (ours, opt)):
+            o.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            o.step()
+    xt = torch.randn(9, 12, generator=g)  # new inputs
+    torch.testing.assert_close(ours(xt), ref(xt), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours[2].weight, ref[2].weight, rtol=1e-4, atol=1e-6)
+
+
+def test_uneven_hidden_layer_rules_for_other_parametrizations():
+    """muP-equivalent mf gets the same ratio rule; SP/NTK keep the fan-in rule; Adam muP uses 1/m_in (MuAdam)."""
+    from gradlab.dynamics.parametrization import lr_multiplier
+
+    infos = param_infos(_uneven(32, 64), base=_uneven(8, 8), delta=_uneven(9, 11))
+    hid = infos["2.weight"]
+    assert (hid.role, hid.fan_in_mult, hid.fan_out_mult, hid.width_mult) == ("hidden", 4.0, 8.0, 4.0)
+    assert lr_multiplier(hid, PRESETS["mup"]) == pytest.approx(2.0)
+    assert lr_multiplier(hid, PRESETS["mf"]) == pytest.approx(2.0)  # (c + 2a) = 0 and the ratio rule
+    assert lr_multiplier(hid, PRESETS["sp"]) == 1.0
+    assert lr_multiplier(hid, PRESETS["ntk"]) == pytest.approx(1 / 4)
+    assert lr_multiplier(hid, abc_preset("mup", "adam"), "adam") == pytest.approx(1 / 4)
+    even = param_infos(_uneven(32, 32), base=_uneven(8, 8), delta=_uneven(9, 9))["2.weight"]
+    assert lr_multiplier(even, PRESETS["mup"]) == 1.0
+    with pytest.raises(TypeError, match="info"):
+        lr_multiplier("2.weight", PRESETS["mup"])
+    with pytest.raises(ValueError, match="optimizer"):
+        lr_multiplier(hid, PRESETS["mup"], "lion")
+
+
+@settings(max_examples=40, deadline=None)
+@given(m_in=st.floats(0.125, 64.0), m_out=st.floats(0.125, 64.0), fan=st.integers(1, 4096))
+def test_lr_multiplier_hidden_property(m_in, m_out, fan):
+    """muP-SGD hidden multiplier is m_out/m_in for any growth; SP is width-free; NTK uses the fan-in."""
+    from gradlab.dynamics.parametrization import ParamInfo, lr_multiplier
+
+    info = ParamInfo("hidden", fan, fan, m_in, m_in, m_out)
+    assert lr_multiplier(info, PRESETS["mup"]) == pytest.approx(m_out / m_in)
+    assert lr_multiplier(info, PRESETS["sp"]) == 1.0
+    assert lr_multiplier(info, PRESETS["ntk"]) == pytest.approx(1.0 / m_in)
+    assert lr_multiplier(ParamInfo("fixed", fan, fan, m_in, m_in, m_out), PRESETS["mup"]) == 1.0

@@ -125,3 +125,34 @@ def test_causal_prefix_sum_path_equals_score_path(param, monkeypatch):
     monkeypatch.setattr(LinearSelfAttention, "_use_prefix_sums", staticmethod(lambda t, dk, dv: False))
     torch.testing.assert_close(fast, layer(e))
     torch.testing.assert_close(fast, _loop_reference(layer, e))
+
+
+def test_icl_transformer_uses_pytorch_default_init():
+    """Every Linear keeps PyTorch's U(+-1/sqrt(fan_in)) init (GPT-2's N(0, 0.02) left the small model untrainable)."""
+    torch.manual_seed(0)
+    m = ICLTransformer(4, 12, width=64, n_layers=2, n_heads=4)
+    w = m.read_in.weight
+    bound = 1 / 4**0.5
+    assert float(w.abs().max()) <= bound and float(w.std()) > 0.5 * bound / 3**0.5
+    assert float(m.blocks[0].mlp[0].weight.std()) > 0.5 / (3 * 64) ** 0.5
+    assert float(m.read_in.bias.abs().max()) > 0  # biases are not zeroed either
+
+
+def test_icl_transformer_learns_in_context_quickly():
+    """A tiny transformer leaves the initial plateau within 500 steps: the last-position error on held-out prompts
+    falls well below that of predicting 0 (MSE/d = 1); with the old N(0, 0.02) init it stayed at 0.96."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    d, n = 2, 6
+    m = ICLTransformer(d, n, width=32, n_layers=2, n_heads=2)
+    task, held = LinearRegressionTask(d, seed=1), LinearRegressionTask(d, seed=2).sample(512, n)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(500):
+        b = task.sample(64, n)
+        loss = (m(b.xs, b.ys) - b.ys).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = float((m(held.xs, held.ys)[:, -1] - held.ys[:, -1]).pow(2).mean() / d)
+    assert last < 0.8, last  # measured 0.65 (default init) vs 0.96 with the old N(0, 0.02) init

@@ -32,7 +32,28 @@ def test_model_is_causal():
 
 def test_claim_smoke():
     ev = run_claim_inline("adam-vs-sgd/sharpness_and_clipping", scale="smoke")
-    for key in ("step6_SGD_sharpness", "step6_Adam_sharpness", "step6_SGD_clip10_sharpness",
-                "step6_sgd_over_adam_sharpness", "sgd_best_loss", "sgd_clip_best_loss"):
-        assert math.isfinite(ev.metrics[key]), key
-    assert "sharpness_and_training" in ev.figures and ev.criterion
+    m = ev.metrics
+    for key in ("step6_SGD_sharpness", "step6_Adam_sharpness", "step6_SGD_clip10_sharpness"):
+        assert math.isfinite(m[key]), key
+    assert m["seeds"] == 2 and len(m["step6_sgd_over_adam_sharpness"]) == 2
+    assert len(m["sgd_best_loss"]) == len(m["sgd_clip_best_loss"]) == 2
+    assert all(math.isfinite(v) for v in m["sgd_best_loss"] + m["sgd_clip_best_loss"])
+    # the training part is decided on the paired CI of the per-seed loss differences
+    diffs = [a - b for a, b in zip(m["sgd_best_loss"], m["sgd_clip_best_loss"])]
+    assert math.isclose(m["sgd_minus_clip_loss_ci"]["mean"], sum(diffs) / len(diffs), rel_tol=1e-9, abs_tol=1e-12)
+    assert m["sgd_clip_trains_faster"] == (float(m["sgd_minus_clip_loss_ci"]["low"]) > 0)
+    assert ev.passed == (m["sgd_3x_sharper_than_adam"] and m["clip_cuts_sharpness_2x"] and m["clip_raises_reduction"]
+                         and m["sgd_clip_trains_faster"])
+    assert "sharpness_and_training" in ev.figures and ev.criterion and len(ev.headline) == 3
+
+
+def test_train_sgd_diverged_run_records_inf_for_every_evaluation():
+    """A diverging lr stops early but reports the same curve length (every later evaluation inf)."""
+    from gradlab.papers.adam_vs_sgd import train_sgd
+
+    data = ZipfMarkovTokens(0)
+    held = data.sample(16, torch.Generator().manual_seed(5))
+    ok = train_sgd(0.3, False, 12, 8, 0, data, held, eval_every=5)
+    bad = train_sgd(1e6, False, 12, 8, 0, data, held, eval_every=5)
+    assert len(ok) == len(bad) == 4  # steps 0, 5, 10 and the last step 12
+    assert all(math.isfinite(v) for v in ok) and bad[-1] == float("inf")

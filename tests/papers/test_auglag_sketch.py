@@ -15,6 +15,13 @@ def test_logistic_kkt_local_rate_smoke():
             assert f"{solver}_{key}" in ev.metrics
     assert all(math.isfinite(v) for v in _numbers(ev).values()), ev.metrics
     assert ev.metrics["exact_sketch_iters_total"] == 0 and ev.metrics["gaussian_sketch_iters_total"] > 0
+    # precondition: the adaptive accuracy rule was exercised (at most half of the solves stopped at the cap)
+    for solver in ("gaussian", "kaczmarz"):
+        frac = ev.metrics[f"{solver}_sketch_capped_iters"] / ev.metrics[f"{solver}_n_iter"]
+        assert ev.metrics[f"{solver}_capped_fraction"] == frac
+        (check,) = [c for c in ev.preconditions.values() if c.label == f"{solver} capped fraction"]
+        assert check.value == frac and check.bound == 0.5 and check.ok == (frac <= 0.5)
+    assert ev.verdict == ("inconclusive" if ev.failed_preconditions else "passed" if ev.passed else "failed")
     assert set(ev.figure_pngs()) == {"kkt_and_steps"}
 
 
@@ -25,5 +32,8 @@ def test_hs_known_optima_smoke():
         for key in ("x_err", "f_err", "kkt", "iters", "regular", "ok"):
             assert f"{name}_{key}" in ev.metrics
     assert ev.metrics["n_regular"] == 2
+    capped = sum(ev.metrics[f"{n}_sketch_capped_iters"] for n in ("hs028", "hs040"))
+    iters = sum(ev.metrics[f"{n}_iters"] for n in ("hs028", "hs040"))
+    assert ev.metrics["regular_capped_fraction"] == capped / iters
     assert all(math.isfinite(v) for v in _numbers(ev).values()), ev.metrics
     assert set(ev.figure_pngs()) == {"hs_kkt"}

@@ -24,6 +24,10 @@ def test_max_stable_lr_scaling_smoke():
     assert len(m["lr_max_sgd"]) == len(m["lr_max_adam"]) == len(m["batch_sizes"])
     assert _finite(m["lr_max_sgd"] + m["lr_max_adam"]) and all(v > 0 for v in m["lr_max_sgd"] + m["lr_max_adam"])
     assert math.isfinite(m["slope_sgd"]) and math.isfinite(m["slope_adam"])
+    assert m["slope_difference"] == m["slope_sgd"] - m["slope_adam"]
+    expected = 0.75 <= m["slope_sgd"] <= 1.25 and 0.25 <= m["slope_adam"] <= 0.75 and m["slope_difference"] >= 0.3
+    assert ev.passed == expected
+    assert ev.headline[0].label == "slope_sgd - slope_adam" and ev.headline[0].bound == 0.3
     assert "max_stable_lr" in ev.figures and isinstance(ev.passed, bool)
 
 

@@ -14,5 +14,10 @@ def test_mup_lr_transfer_smoke():
     ev = run_claim_inline("mup/lr_transfer", scale="smoke")
     m = ev.metrics
     assert math.isfinite(m["best_lr_shift_octaves_mup"]) and math.isfinite(m["best_lr_shift_octaves_sp"])
-    assert len(m["best_lrs_mup"]) == len(m["widths"])
-    assert "lr_sweeps" in ev.figures
+    assert m["seeds"] == 2 and len(m["shift_mup_per_seed"]) == len(m["shift_sp_per_seed"]) == 2
+    assert all(len(row["best_lrs_mup"]) == len(m["widths"]) for row in m["per_seed"])
+    # the verdict is the CI rule of the criterion, recomputed from the reported intervals
+    expected = m["shift_mup_ci"]["high"] <= 1.0 and m["shift_sp_ci"]["low"] >= 2.0
+    assert ev.passed == expected
+    assert m["shift_mup_ci"]["low"] <= m["best_lr_shift_octaves_mup"] <= m["shift_mup_ci"]["high"]
+    assert len(ev.headline) == 2 and "lr_sweeps" in ev.figures

@@ -34,6 +34,14 @@ differs between the two is "infinite", as in the ``mup`` package's ``set_base_sh
 ``m = n / n_base`` replaces ``n`` so that at the base width every parametrisation coincides with SP. Without a base
 model the first weight-bearing module is the input layer, the last is the output layer, and absolute widths are
 used (``m = n``).
+
+Hidden layers whose fan-in and fan-out grow by different factors (``m_in != m_out``). The abc exponents assume
+one width ``n``; a hidden weight's init and multiplier use its fan-in (``n = m_in``, the ``1/sqrt(fan_in)`` of
+SP/NTK). Under muP with SGD (and every parametrisation SGD-equivalent to it, such as ``mf``) the feature update
+``Delta W x`` of a hidden layer is ``Theta(1)`` only if its learning rate scales like ``m_out / m_in`` (the
+backpropagated gradient per output coordinate is ``Theta(1/m_out)`` and ``x^T x`` is ``Theta(m_in)``); this is the
+rule of ``mup.MuSGD`` (matrix-like parameters: ``lr * fan_out_mult / fan_in_mult``), used here. With Adam the
+update is scale-free in the gradient and muP's hidden rate is ``lr / m_in`` (``mup.MuAdam``) for any ``m_out``.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ from torch import nn
 
 from gradlab.core import check_choice, check_positive, check_type
 
-__all__ = ["AbcParametrization", "abc_preset", "ParamInfo", "param_infos", "abc_param_groups", "PRESETS", "ROLES"]
+__all__ = ["AbcParametrization", "abc_preset", "ParamInfo", "param_infos", "lr_multiplier", "abc_param_groups", "PRESETS",
+           "ROLES"]
 
 ROLES = ("input", "hidden", "output")
 _SP_INIT_EXPONENT = {"input": 0.0, "hidden": 0.5, "output": 0.5}  # n-exponent of SP's 1/sqrt(fan_in) init
@@ -144,13 +153,18 @@ class ParamInfo:
         role: ``input`` | ``hidden`` | ``output`` for weights; ``vector`` for width-sized 1-D parameters (biases,
             norm gains: trained like input weights, not re-initialised); ``fixed`` for width-independent ones.
         fan_in, fan_out: the weight's fans (1-D parameters: fan_in 1, fan_out = size).
-        width_mult: ``m``, the width (or width ratio to the base model) this parameter scales with.
+        width_mult: ``m``, the width (or width ratio to the base model) this parameter scales with (hidden
+            weights: the fan-in multiplier).
+        fan_in_mult, fan_out_mult: how much the fan-in and the fan-out grew (ratio to the base model, or the
+            absolute fan where the width is infinite and no base model is given; 1 for finite fans).
     """
 
     role: str
     fan_in: int
     fan_out: int
     width_mult: float
+    fan_in_mult: float = 1.0
+    fan_out_mult: float = 1.0
 
 
 def _fans(module: nn.Module | None, name: str, shape: torch.Size) -> tuple[int, int]:
@@ -206,7 +220,9 @@ def param_infos(
                 role, mult = "output", fi / bfi
             else:
                 role, mult = "fixed", 1.0
-            infos[n] = ParamInfo(role, fi, fo, float(mult))
+            in_mult = fi / bfi if inf_in and p.ndim > 1 else 1.0
+            out_mult = fo / bfo if inf_out else 1.0
+            infos[n] = ParamInfo(role, fi, fo, float(mult), float(in_mult), float(out_mult))
         return infos
     weighted = [n for n, p in params.items() if p.ndim >= 2]
     if len(weighted) < 2:
@@ -219,11 +235,43 @@ def param_infos(
         if p.ndim >= 2:
             role = "input" if owner_name == first else "output" if owner_name == last else "hidden"
             mult = fo if role == "input" else fi
+            in_mult = float(fi) if role in ("hidden", "output") else 1.0
+            out_mult = float(fo) if role in ("hidden", "input") else 1.0
         else:
             role = "fixed" if owner_name == last else "vector"
             mult = fo if role == "vector" else 1
-        infos[n] = ParamInfo(role, fi, fo, float(mult))
+            in_mult, out_mult = 1.0, float(fo) if role == "vector" else 1.0
+        infos[n] = ParamInfo(role, fi, fo, float(mult), in_mult, out_mult)
     return infos
+
+
+def _sgd_equivalent_to_mup(spec: AbcParametrization, tol: float = 1e-12) -> bool:
+    """Whether ``spec`` is muP up to the SGD symmetry ``(a + theta, b - theta, c - 2 theta)`` (e.g. ``mf``)."""
+    mup = PRESETS["mup"]
+    theta = spec.a[0] - mup.a[0]
+    shifted = mup.shifted(theta)
+    return all(abs(x - y) <= tol for x, y in zip(spec.a + spec.b + (spec.c,), shifted.a + shifted.b + (shifted.c,)))
+
+
+def lr_multiplier(info: ParamInfo, spec: AbcParametrization, optimizer: str = "sgd") -> float:
+    """Per-parameter learning-rate multiplier of an abc-parametrisation (see the module docstring).
+
+    ``m^{-(c + 2a)}`` (SGD) or ``m^{-(c + a)}`` (Adam) with ``m = info.width_mult`` and ``a`` the role's exponent
+    (``vector`` parameters use the input role, ``fixed`` ones get 1). A hidden weight whose fan-in and fan-out
+    grew by different factors gets, under muP-equivalent SGD, ``m_out / m_in`` (``mup.MuSGD``'s rule).
+    """
+    check_type("info", info, ParamInfo)
+    check_type("spec", spec, AbcParametrization)
+    check_choice("optimizer", optimizer, ("sgd", "adam"))
+    if info.role == "fixed":
+        return 1.0
+    lr_role = "input" if info.role == "vector" else info.role
+    mult = info.width_mult ** (-spec.lr_exponent(lr_role, optimizer))
+    if (info.role == "hidden" and optimizer == "sgd" and info.fan_in_mult != info.fan_out_mult
+            and _sgd_equivalent_to_mup(spec)):
+        # muP SGD: lr * m_in^{-(c + 2a)} * (m_out / m_in); c + 2a = 0 for every muP-equivalent hidden layer
+        mult = mult * info.fan_out_mult / info.fan_in_mult
+    return float(mult)
 
 
 def abc_param_groups(
@@ -245,7 +293,8 @@ def abc_param_groups(
     input, 1/2 for hidden/output layers, so at ``m = 1`` this is SP's ``1/sqrt(fan_in)``), i.e. ``n^{-(a+b)}``
     scaling; biases/gains are left as they are. Each group's ``lr`` is ``lr * m^{-(c + 2a)}`` (SGD) or
     ``lr * m^{-(c + a)}`` (Adam), where ``a`` is the role's exponent (``vector`` parameters use the input role;
-    ``fixed`` ones get ``lr``).
+    ``fixed`` ones get ``lr``); a hidden weight whose fan-in and fan-out grow differently gets muP-SGD's
+    ``lr * m_out / m_in`` (:func:`lr_multiplier`, as ``mup.MuSGD``).
 
     Example::
 
@@ -264,7 +313,7 @@ def abc_param_groups(
         extra: additional keys copied into every group (e.g. ``{"momentum": 0.9}``).
 
     Returns:
-        Param groups (one per role and width multiplier) with keys ``params``, ``lr``, ``role``, ``width_mult``.
+        Param groups (one per role, width multiplier and learning rate) with keys ``params``, ``lr``, ``role``, ``width_mult``.
     """
     check_choice("optimizer", optimizer, ("sgd", "adam"))
     lr = check_positive("lr", lr)
@@ -277,11 +326,7 @@ def abc_param_groups(
     with torch.no_grad():
         for name, info in infos.items():
             p = params[name]
-            lr_role = "input" if info.role == "vector" else info.role
-            if info.role == "fixed":
-                mult_lr = 1.0
-            else:
-                mult_lr = info.width_mult ** (-spec.lr_exponent(lr_role, optimizer))
+            mult_lr = lr_multiplier(info, spec, optimizer)
             if reinit and info.role in ROLES:
                 if info.role == "output" and zero_readout:
                     p.zero_()
@@ -289,7 +334,7 @@ def abc_param_groups(
                     e = _SP_INIT_EXPONENT[info.role] - spec.init_exponent(info.role)
                     std = init_scale / math.sqrt(info.fan_in) * info.width_mult**e
                     p.normal_(0.0, std, generator=generator)
-            key = (info.role, info.width_mult)
+            key = (info.role, info.width_mult, mult_lr)
             if key not in groups:
                 groups[key] = {"params": [], "lr": lr * mult_lr, "role": info.role, "width_mult": info.width_mult}
                 groups[key].update(dict(extra or {}))

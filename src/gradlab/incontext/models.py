@@ -21,8 +21,6 @@ the hidden state of every layer at the ``x`` positions for probing.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -255,6 +253,8 @@ class ICLTransformer(nn.Module):
         max_points: longest prompt (number of ``(x, y)`` pairs).
         width, n_layers, n_heads, mlp_ratio: backbone sizes.
 
+    Initialisation: PyTorch's default for every ``nn.Linear`` and LayerNorm, positional embedding ``N(0, 0.02^2)``.
+
     ``forward(xs, ys, return_hidden=False)`` takes ``xs (B, N, d)`` and ``ys (B, N)`` and returns predictions
     ``(B, N)``, where entry ``i`` predicts ``y_i`` from ``(x_1, y_1, ..., x_i)``. With ``return_hidden`` it also
     returns the residual stream at the ``x`` positions after each layer, a tensor ``(n_layers, B, N, width)``.
@@ -275,13 +275,9 @@ class ICLTransformer(nn.Module):
                                     for _ in range(check_int("n_layers", n_layers, minimum=1)))
         self.ln_f = nn.LayerNorm(width)
         self.read_out = nn.Linear(width, 1)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02 * math.sqrt(1.0))
-            nn.init.zeros_(m.bias)
+        # every Linear keeps PyTorch's default init (U(+-1/sqrt(fan_in)) weights and biases): GPT-2's N(0, 0.02)
+        # is sized for width 768 and, applied to read_in (fan-in d) and every layer of this small model, leaves
+        # the input signal ~0.02 against the positional embedding and the model on its initial loss plateau
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, return_hidden: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
