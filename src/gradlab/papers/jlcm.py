@@ -240,6 +240,8 @@ def equal_bits(run: ClaimRun) -> Evidence:
         preconditions={"float model learned (min test accuracy over seeds; chance 1/16)":
                        Check("float test accuracy", float(min(fp_acc)), ">=", 0.5)},
         headline=(
+            Check("k-means - 0.6 x uniform output error, CI high", ci_kmeans_uniform.high, "<", 0.0),
+            Check("groups - k-means output error, CI high", ci_groups_kmeans.high, "<", 0.0),
             Check("JLCM - 0.95 x init output error, CI high", ci_jlcm_init.high, "<", 0.0),
             Check("KL JLCM - KL k-means, CI high", ci_kl.high, "<", 0.0),
             Check("accuracy JLCM - k-means, CI low", ci_acc.low, ">", -0.005),
