@@ -19,4 +19,4 @@ def test_claim_smoke():
                                          "jlcm_out_err_mean", "jlcm_kl_mean", "jlcm_accuracy_mean",
                                          "ci_jlcm_minus_0.95_init_out_err", "storage_matches_formula"))
     assert ev.metrics["storage_matches_formula"] is True
-    assert ev.verdict in ("passed", "failed", "inconclusive") and len(ev.headline) == 3
+    assert ev.verdict in ("passed", "failed", "inconclusive") and len(ev.headline) == 5
