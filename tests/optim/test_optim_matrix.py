@@ -1,8 +1,10 @@
-"""torch.optim-style test matrix over gradlab's optimizers (DiffGrad, Lion).
+"""torch.optim-style test matrix over gradlab's optimizers (DiffGrad, Lion, and AdaGradNorm for the fused path).
 
 Mirrors the generic tests of ``torch/test/test_optim.py``: foreach == for-loop (bit for bit in float64),
-state_dict lockstep, param-group isolation, None/zero gradients, empty parameter lists, deepcopy, p.grad
-untouched, every LR scheduler, right direction (and maximize), bad hyperparameters, sparse/complex gradients.
+fused == for-loop (bit for bit for Lion; within a few ulps where the fused arithmetic differs, see FUSED_RTOL),
+state_dicts interchangeable between the paths, state_dict lockstep, param-group isolation, None/zero gradients,
+empty parameter lists, deepcopy, p.grad untouched, every LR scheduler (float and tensor lr, every path), right
+direction (and maximize), bad hyperparameters, sparse/complex gradients.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from gradlab.optim import DiffGrad, Lion
+from gradlab.optim import AdaGradNorm, DiffGrad, Lion
 
 CONFIGS = [
     (DiffGrad, {}),
@@ -26,6 +28,19 @@ CONFIGS = [
     (Lion, {"lr": 0.01, "betas": (0.5, 0.0), "maximize": True, "weight_decay": 0.1}),
 ]
 IDS = [f"{cls.__name__}-{i}" for i, (cls, _) in enumerate(CONFIGS)]
+FUSED_CONFIGS = CONFIGS + [
+    (AdaGradNorm, {"lr": 0.1}),
+    (AdaGradNorm, {"lr": 0.1, "weight_decay": 0.1, "maximize": True}),
+    (AdaGradNorm, {"lr": 0.1, "weight_decay": 0.1, "decoupled_weight_decay": True, "initial_accumulator_value": 0.5}),
+]
+FUSED_IDS = [f"{cls.__name__}-{i}" for i, (cls, _) in enumerate(FUSED_CONFIGS)]
+# Where the fused arithmetic differs from the loop path's (fixed before running, from the kernels' design):
+# DiffGrad's sqrt and sigmoid (about 1 ulp each) and AdaGrad-Norm's squared-norm sums (another summation order)
+# round differently; every step then differs by a few ulps, so the trajectories agree to a small multiple of the
+# unit roundoff. Lion reproduces ATen's operation order and must agree bit for bit.
+FUSED_RTOL = {Lion: {torch.float64: 0.0, torch.float32: 0.0},
+              DiffGrad: {torch.float64: 1e-13, torch.float32: 1e-5},
+              AdaGradNorm: {torch.float64: 1e-13, torch.float32: 1e-5}}
 
 
 def _model(dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -343,3 +358,139 @@ def test_foreach_default_follows_torch_optim():
     assert [[t.shape for t in lst] for lst in buckets[1]] == [[(2,)], [(1,)]]
     with pytest.raises(ValueError, match="same length"):
         group_by_device_and_dtype([[a, b], [a]])
+
+
+def _assert_state_close(a: torch.optim.Optimizer, b: torch.optim.Optimizer, rtol: float) -> None:
+    sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].keys() == sb[k].keys()
+        for n in sa[k]:
+            if rtol == 0:
+                assert torch.equal(sa[k][n], sb[k][n]), (k, n)
+            else:
+                torch.testing.assert_close(sa[k][n], sb[k][n], rtol=rtol, atol=rtol * 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("cls", "kw"), FUSED_CONFIGS, ids=FUSED_IDS)
+def test_fused_matches_foreach_and_forloop(cls, kw, dtype):
+    models = [_model(dtype) for _ in range(3)]
+    opts = [cls(m.parameters(), **flags, **kw)
+            for m, flags in zip(models, ({"foreach": False}, {"foreach": True}, {"fused": True}))]
+    for m, o in zip(models, opts):
+        _train(m, o, 7)
+    rtol = FUSED_RTOL[cls][dtype]
+    loop, foreach, fused = models
+    for p1, p2, p3 in zip(loop.parameters(), foreach.parameters(), fused.parameters()):
+        assert torch.equal(p1, p2)
+        if rtol == 0:
+            assert torch.equal(p1, p3)
+        else:
+            torch.testing.assert_close(p3, p1, rtol=rtol, atol=rtol * 1e-3)
+    _assert_state_close(opts[0], opts[2], rtol)
+    assert opts[2].state[fused[0].weight]["step"].item() == 6 and opts[2].state[fused[0].bias]["step"].item() == 7
+
+
+@pytest.mark.parametrize(("cls", "kw"), FUSED_CONFIGS, ids=FUSED_IDS)
+def test_state_dict_is_interchangeable_between_fused_foreach_and_forloop(cls, kw):
+    """A state saved by any path continues on any other path exactly as that path continues its own state."""
+    rtol = FUSED_RTOL[cls][torch.float64]
+    flags = ({"fused": True}, {"foreach": True}, {"foreach": False})
+    for src in flags:
+        m = _model()
+        o = cls(m.parameters(), **src, **kw)
+        _train(m, o, 3)
+        saved = copy.deepcopy(o.state_dict())
+        ends = []
+        for dst in flags:
+            m2 = copy.deepcopy(m)
+            o2 = cls(m2.parameters(), **dst, **kw)
+            sd = copy.deepcopy(saved)
+            for g in sd["param_groups"]:  # the saved group carries its path flags; run the destination's
+                g.update(fused=dst.get("fused"), foreach=dst.get("foreach"))
+            o2.load_state_dict(sd)
+            for _ in range(3):
+                _train(m2, o2, 1, none_at=None)
+            ends.append((m2, o2))
+        (mf, of), (mfe, ofe), (ml, ol) = ends
+        for pf, pfe, pl in zip(mf.parameters(), mfe.parameters(), ml.parameters()):
+            assert torch.equal(pfe, pl)
+            if rtol == 0:
+                assert torch.equal(pf, pl)
+            else:
+                torch.testing.assert_close(pf, pl, rtol=rtol, atol=rtol * 1e-3)
+        _assert_state_close(ol, of, rtol)
+
+
+@pytest.mark.parametrize("cls", [DiffGrad, Lion, AdaGradNorm])
+def test_fused_param_groups_with_different_hyperparameters(cls):
+    """Two groups with different lr, betas/eps, weight decay and maximize: fused == loop group by group."""
+    rtol = FUSED_RTOL[cls][torch.float64]
+    per_cls = {
+        Lion: ({"lr": 0.01, "betas": (0.9, 0.99)}, {"lr": 0.03, "betas": (0.5, 0.9), "weight_decay": 0.2,
+                                                    "maximize": True}),
+        DiffGrad: ({"lr": 0.01}, {"lr": 0.05, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.1,
+                                  "decoupled_weight_decay": True, "maximize": True}),
+        AdaGradNorm: ({"lr": 0.1}, {"lr": 0.3, "eps": 1e-3, "weight_decay": 0.1, "maximize": True}),
+    }
+    ends = []
+    for flags in ({"foreach": False}, {"fused": True}):
+        m = _model()
+        first, second = per_cls[cls]
+        o = cls([{"params": [m[0].weight, m[0].bias], **first},
+                 {"params": [m[2].weight, m[2].bias, m.scalar, m.empty], **second}], **flags)
+        _train(m, o, 5)
+        ends.append(m)
+    for p1, p2 in zip(ends[0].parameters(), ends[1].parameters()):
+        if rtol == 0:
+            assert torch.equal(p1, p2)
+        else:
+            torch.testing.assert_close(p2, p1, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float-lr", "tensor-lr"])
+@pytest.mark.parametrize("flags", [{"fused": True}, {"foreach": True}, {"foreach": False}],
+                         ids=["fused", "foreach", "loop"])
+def test_every_lr_scheduler_drives_every_lion_path(name, tensor_lr, flags):
+    """Every coordinate moves by exactly the scheduled lr of that step, on every path, lr float or tensor."""
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+    opt = Lion([p], lr=torch.tensor(1e-2, dtype=torch.float64) if tensor_lr else 1e-2, **flags)
+    sched = SCHEDULERS[name](opt)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(6):
+        lr = float(opt.param_groups[0]["lr"])
+        seen.add(round(lr, 12))
+        before = p.detach().clone()
+        p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+        opt.step()
+        moved = (p - before).abs()
+        assert torch.allclose(moved, torch.full_like(moved, lr), rtol=1e-9, atol=0)
+        sched.step(1.0) if isinstance(sched, lr_scheduler.ReduceLROnPlateau) else sched.step()
+    assert len(seen) > 1, "the scheduler never changed the learning rate"
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor) == tensor_lr
+
+
+@pytest.mark.parametrize("cls", [DiffGrad, AdaGradNorm])
+@pytest.mark.parametrize("name", ["LinearLR", "CosineAnnealingWarmRestarts", "ReduceLROnPlateau"])
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float-lr", "tensor-lr"])
+def test_lr_schedulers_drive_fused_like_forloop(cls, name, tensor_lr):
+    """The fused step under a scheduler equals the for-loop step under the same scheduler (float or tensor lr)."""
+    rtol = FUSED_RTOL[cls][torch.float64]
+    init = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ends = []
+    for flags in ({"foreach": False}, {"fused": True}):
+        p = nn.Parameter(init.clone())
+        lr = torch.tensor(1e-2, dtype=torch.float64) if tensor_lr else 1e-2
+        opt = cls([p], lr=lr, weight_decay=0.1, **flags)
+        sched = SCHEDULERS[name](opt)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(6):
+            p.grad = torch.randn(init.shape, generator=g, dtype=torch.float64)
+            opt.step()
+            sched.step(1.0) if isinstance(sched, lr_scheduler.ReduceLROnPlateau) else sched.step()
+        ends.append(p.detach())
+    torch.testing.assert_close(ends[1], ends[0], rtol=max(rtol, 1e-15), atol=0)

@@ -1,8 +1,10 @@
 """First-order update rules as ``torch.optim.Optimizer`` subclasses and optimizer wrappers.
 
 Each optimizer follows torch.optim's conventions: ``param_groups``, lazily created per-parameter state with a
-tensor ``step``, ``maximize``, a ``foreach`` fast path that equals the for-loop path, and a ``state_dict``
-round trip. Wrappers (coordinate-wise clipping) compose with any torch optimizer.
+tensor ``step``, ``maximize``, a ``foreach`` fast path that equals the for-loop path, a single-pass ``fused``
+path (:mod:`gradlab.optim._fused`; the default for CPU float32/float64 parameters), a ``state_dict`` round trip
+shared by all paths, and ``torch.compile(opt.step)`` with a tensor or float ``lr``. Wrappers (coordinate-wise
+clipping) compose with any torch optimizer.
 """
 
 from gradlab.optim.adagradnorm import AdaGradNorm

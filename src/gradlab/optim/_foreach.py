@@ -32,11 +32,13 @@ def params_with_grad(optimizer_name: str, group: dict[str, Any]) -> tuple[list[T
     params: list[Tensor] = []
     grads: list[Tensor] = []
     for p in group["params"]:
-        if p.grad is None:
+        g = p.grad
+        if g is None:
             continue
-        check_dense_real_grad(optimizer_name, p, p.grad)
+        if g.layout is not torch.strided or not p.is_floating_point():  # the common case costs two checks
+            check_dense_real_grad(optimizer_name, p, g)
         params.append(p)
-        grads.append(p.grad)
+        grads.append(g)
     return params, grads
 
 

@@ -31,12 +31,12 @@ import torch
 from torch.optim import Optimizer
 
 from gradlab.core.validation import check_positive, check_type
+from gradlab.optim import _fused
 from gradlab.optim._foreach import (
     ValidatedOptimizer,
     check_lr_any,
     lr_value,
     params_with_grad,
-    resolve_foreach,
     restore_state_defaults,
 )
 
@@ -57,7 +57,13 @@ class AdaGradNorm(ValidatedOptimizer):
         decoupled_weight_decay: ``False`` adds ``weight_decay * x`` to the gradient (L2, enters the norm);
             ``True`` multiplies ``x`` by ``1 - lr * weight_decay`` (AdamW-style).
         maximize: ascend instead of descend.
-        foreach: use ``torch._foreach_*`` kernels grouped by device and dtype (``None``: auto, on for CUDA).
+        foreach: use ``torch._foreach_*`` kernels grouped by device and dtype (``None``: see ``fused``).
+        fused: the squared norms in one read of the gradients (and of the parameters with L2 decay), then the
+            update in one pass (:mod:`gradlab.optim._fused`: numba kernels on the CPU, ``torch.compile`` on
+            CUDA). ``None`` (default): fused for CPU float32/float64 parameters when numba is installed, else
+            torch.optim's foreach rule; ``True`` raises ``ValueError`` where it is unavailable. The update equals
+            the for-loop path bit for bit; the squared norms are summed in float64 in another order (the
+            accumulator agrees to rounding, so the steps differ in the last bits).
 
     Every param group is validated (in ``__init__``, ``add_param_group``, ``load_state_dict`` and each step);
     a loaded state must hold a one-number ``sum_sq`` and ``step`` per parameter.
@@ -77,10 +83,11 @@ class AdaGradNorm(ValidatedOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         self._check_group(dict(lr=lr, initial_accumulator_value=initial_accumulator_value, eps=eps,
                                weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-                               maximize=maximize, foreach=foreach))
+                               maximize=maximize, foreach=foreach, fused=fused))
         defaults = dict(
             lr=lr,
             initial_accumulator_value=initial_accumulator_value,
@@ -89,12 +96,13 @@ class AdaGradNorm(ValidatedOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None)
+        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None, fused=None)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         lr = check_lr_any(group["lr"])
@@ -107,6 +115,7 @@ class AdaGradNorm(ValidatedOptimizer):
         check_type("maximize", group["maximize"], bool)
         if group["foreach"] is not None:
             check_type("foreach", group["foreach"], bool)
+        _fused.check_fused_flag(group.get("fused"), group["foreach"])
 
     def _prepare_group(self, group: dict[str, Any]) -> tuple[list, list, list, list]:
         params, grads = params_with_grad("AdaGradNorm", group)
@@ -133,17 +142,19 @@ class AdaGradNorm(ValidatedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self._checked_groups():
-            params, grads, sums, steps = self._prepare_group(group)
+        # validate everything before changing anything
+        prepared = _fused.prepare_groups(self, "AdaGradNorm", torch.compiler.is_compiling())
+        for group, (params, grads, sums, steps), impl, plan in prepared:
             if not params:
                 continue
-            foreach = resolve_foreach(group["foreach"], params)
             # every parameter of the group with state enters b (also those without a gradient this step)
             all_sums = [self.state[p]["sum_sq"] for p in group["params"] if "sum_sq" in self.state.get(p, {})]
-            fn = _multi_tensor_adagradnorm if foreach else _single_tensor_adagradnorm
+            fn = {"fused": _fused_adagradnorm, "foreach": _multi_tensor_adagradnorm, "loop": _single_tensor_adagradnorm,
+                  "traceable": _traceable_adagradnorm}[impl]
+            extra = {"plan": plan} if impl == "fused" else {}
             fn(
-                params, grads, sums, steps, all_sums,
-                lr=lr_value(group["lr"]),
+                params, grads, sums, steps, all_sums, **extra,
+                lr=group["lr"] if impl == "traceable" else lr_value(group["lr"]),
                 initial_accumulator_value=float(group["initial_accumulator_value"]),
                 eps=float(group["eps"]),
                 weight_decay=float(group["weight_decay"]),
@@ -162,6 +173,8 @@ def _group_accumulator(sums: list[torch.Tensor], initial: float) -> torch.Tensor
     """``b^2 = initial + sum_p sum_sq_p``, summed in a fixed order in the widest dtype present."""
     if not sums:
         return torch.tensor(initial)
+    if all(s.is_cpu for s in sums):  # one device: stack promotes to the widest dtype exactly like .to() would
+        return torch.stack(sums).sum() + initial
     dtype = sums[0].dtype
     for s in sums[1:]:
         dtype = torch.promote_types(dtype, s.dtype)
@@ -222,3 +235,82 @@ def _multi_tensor_adagradnorm(
             wide = torch._foreach_div([t.to(acc) for t in d], denom.to(device=dev_params[0].device, dtype=acc))
             torch._foreach_mul_(wide, -lr)
             torch._foreach_add_(dev_params, [t.to(pdtype) for t in wide])
+
+
+def _fused_adagradnorm(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], steps: list[torch.Tensor],
+    all_sums: list[torch.Tensor], *, plan: _fused.Plan, lr: float, initial_accumulator_value: float, eps: float,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> None:
+    """Fused path: per kernel bucket one call summing the squared norms (one read of ``g``, and of ``p`` with L2
+    decay), the scalar ``b`` as in the loop path, then one call updating ``p`` (read ``p``, ``g``; write ``p``).
+    On CUDA the whole group is one compiled graph; other CPU layouts take the loop path's arithmetic."""
+    kw = dict(weight_decay=weight_decay, decoupled=decoupled, maximize=maximize)
+    rest = _fused.subset([params, grads, sums, steps], plan.rest)
+    if any(_fused.backend_for(p.device) == "compile" for p in rest[0]):
+        device = params[0].device
+        _fused.compiled(_traceable_adagradnorm)(
+            params, grads, sums, steps, all_sums, lr=_fused.hyper_tensor(lr, device),
+            initial_accumulator_value=initial_accumulator_value, eps=eps, **kw)
+        return
+    l2 = weight_decay if weight_decay != 0 and not decoupled else 0.0
+    gsign = -1.0 if maximize else 1.0
+    for b in plan.kernel.values():
+        _fused.kernels().sum_squares(*b.ptrs, b.sizes, b.step_one(), b.one(gsign), b.one(l2))
+    directions = _directions_and_accumulate(*rest, **kw) if plan.rest else []
+    denom = _group_accumulator(all_sums, initial_accumulator_value).sqrt().add(eps)
+    if plan.rest:
+        _apply_directions(rest[0], directions, denom, lr=lr, weight_decay=weight_decay, decoupled=decoupled)
+    for b in plan.kernel.values():
+        c = b.one
+        _fused.kernels().adagradnorm_step(
+            b.ptrs[0], b.ptrs[1], b.sizes, c(gsign), c(l2),
+            c(1 - lr * weight_decay if weight_decay != 0 and decoupled else 1.0),
+            c(float(denom.to(dtype=b.dtype))), c(-lr))
+    if plan.kernel:
+        _fused.mark_modified(params, sums, steps)
+
+
+def _traceable_adagradnorm(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], steps: list[torch.Tensor],
+    all_sums: list[torch.Tensor], *, lr: Any, initial_accumulator_value: float, eps: float,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> None:
+    """Tensor-op update for ``torch.compile(opt.step)``: ``lr`` may be a 0-dim tensor and is never read on the
+    host; the accumulator stays on the device."""
+    directions = _directions_and_accumulate(params, grads, sums, steps, weight_decay=weight_decay,
+                                            decoupled=decoupled, maximize=maximize)
+    denom = _group_accumulator(all_sums, initial_accumulator_value).sqrt().add(eps)
+    _apply_directions(params, directions, denom, lr=lr, weight_decay=weight_decay, decoupled=decoupled)
+
+
+def _directions_and_accumulate(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], steps: list[torch.Tensor], *,
+    weight_decay: float, decoupled: bool, maximize: bool,
+) -> list[torch.Tensor]:
+    directions = []
+    for p, g, s, st in zip(params, grads, sums, steps):
+        d = -g if maximize else g
+        if weight_decay != 0 and not decoupled:
+            d = d.add(p, alpha=weight_decay)
+        s.add_(torch.linalg.vector_norm(d, dtype=s.dtype).square())
+        st.add_(1)
+        directions.append(d)
+    return directions
+
+
+def _apply_directions(params: list[torch.Tensor], directions: list[torch.Tensor], denom: torch.Tensor, *, lr: Any,
+                      weight_decay: float, decoupled: bool) -> None:
+    """``p <- p (1 - lr wd) - lr d / denom`` with the loop path's arithmetic (``lr`` a float), or in tensor ops
+    that never read a tensor ``lr`` on the host."""
+    for p, d in zip(params, directions):
+        if weight_decay != 0 and decoupled:
+            p.mul_(1 - lr * weight_decay)
+        acc = _acc_dtype(p.dtype)
+        den = denom.to(device=p.device, dtype=acc)
+        if isinstance(lr, torch.Tensor):
+            p.sub_((d.to(acc) / den * lr.to(device=p.device)).to(p.dtype))
+        elif acc == p.dtype:
+            p.add_(d / den, alpha=-lr)
+        else:  # low precision: form the step in float32, then cast
+            p.add_((d.to(acc) / den).mul_(-lr).to(p.dtype))

@@ -18,6 +18,11 @@ zero, e.g. a sparse update) is not applied, so that clipping never erases an upd
 Like optax's gradient transformations, the clipping composes with any update rule instead of being copied
 into each optimizer: :func:`coordinate_clip` wraps a ``torch.optim.Optimizer`` (SGD, Adam, Lion, ...) and
 clips the *update* :math:`\\Delta\\theta` the wrapped optimizer makes at each step (weight decay included).
+
+The clipping does not fuse into the wrapped optimizer's single pass (``fused=True``, see
+:mod:`gradlab.optim._fused`): :math:`\\tau` is an order statistic (``kthvalue``) of the whole update, known only
+after every coordinate of it has been computed, so clipping needs the update materialised and a second pass. The
+wrapped optimizer itself may be fused, and ``torch.compile(wrapper.step)`` works.
 """
 
 from __future__ import annotations

@@ -28,19 +28,17 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from gradlab.core import check_positive, check_type
+from gradlab.optim import _fused
 from gradlab.optim._foreach import (
     ValidatedOptimizer,
     check_betas,
-    check_finite_grads,
     check_lr_any,
     group_by_device_and_dtype,
     lr_value,
     new_step_tensor,
     params_with_grad,
-    resolve_foreach,
     restore_state_defaults,
 )
 
@@ -56,15 +54,21 @@ class Lion(ValidatedOptimizer):
         betas: :math:`(\\beta_1, \\beta_2)`: interpolation for the update and momentum decay (default (0.9, 0.99)).
         weight_decay: decoupled decay :math:`\\lambda`, multiplied by the current ``lr`` (default 0).
         maximize: maximize the objective instead of minimizing it.
-        foreach: use the grouped ``torch._foreach_*`` path (``None``: whenever possible). Both paths give
+        foreach: use the grouped ``torch._foreach_*`` path (``None``: see ``fused``). All paths give
             bit-identical results.
+        fused: one pass over memory per tensor (:mod:`gradlab.optim._fused`: numba kernels on the CPU, bit-identical
+            to the for-loop path; ``torch.compile`` on CUDA). ``None`` (default): fused for CPU float32/float64
+            parameters when numba is installed, else torch.optim's foreach rule; ``True`` raises ``ValueError``
+            where it is unavailable.
 
     State per parameter: ``step`` (0-dim tensor, counts updates) and ``exp_avg`` (the momentum :math:`m`).
 
     Every param group is validated (in ``__init__``, ``add_param_group``, ``load_state_dict`` and each step). A
     NaN/inf gradient raises :class:`~gradlab.optim._foreach.NonFiniteGradientError` before anything changes:
     ``sign`` maps NaN to 0, so the parameter would stay finite while its momentum turned NaN and froze that
-    coordinate for good, silently. ``lr`` may be a float or a 0-dim tensor.
+    coordinate for good, silently. ``lr`` may be a float or a 0-dim tensor. That check reads every gradient
+    once more before the update: the fused step moves 6 arrays per element (check: g; update: p, g, m in, p, m
+    out) instead of 5, because no parameter may change before every gradient of every group is known finite.
     """
 
     _STATE_LIKE_PARAM = ("exp_avg",)
@@ -78,17 +82,19 @@ class Lion(ValidatedOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
-        self._check_group(dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach))
+        self._check_group(dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+                               fused=fused))
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
-            differentiable=False,
+            fused=fused, differentiable=False,
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_state_defaults(self, maximize=False, foreach=None)
+        restore_state_defaults(self, maximize=False, foreach=None, fused=None)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr_any(group["lr"])
@@ -97,6 +103,7 @@ class Lion(ValidatedOptimizer):
         check_type("maximize", group["maximize"], bool)
         if group["foreach"] is not None:
             check_type("foreach", group["foreach"], bool)
+        _fused.check_fused_flag(group.get("fused"), group["foreach"])
 
     def _prepare_group(self, group: dict[str, Any]) -> tuple[list[Tensor], ...]:
         params, grads = params_with_grad("Lion", group)
@@ -117,18 +124,20 @@ class Lion(ValidatedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        prepared = []
-        for gi, group in enumerate(self._checked_groups()):  # validate everything before changing anything
-            tensors = self._prepare_group(group)
-            check_finite_grads("Lion", gi, tensors[1])
-            prepared.append((group, tensors))
-        for group, tensors in prepared:
+        # validate everything and check every gradient before changing anything
+        prepared = _fused.prepare_groups(self, "Lion", torch.compiler.is_compiling(), check_finite=True)
+        for group, tensors, impl, plan in prepared:
             if not tensors[0]:
                 continue
-            fn = _lion_foreach if resolve_foreach(group["foreach"], tensors[0]) else _lion_loop
             beta1, beta2 = group["betas"]
-            fn(*tensors, lr=lr_value(group["lr"]), beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-               maximize=group["maximize"])
+            kw = dict(beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], maximize=group["maximize"])
+            if impl == "traceable":
+                _lion_traceable(*tensors, lr=group["lr"], **kw)
+            elif impl == "fused":
+                _lion_fused(*tensors, plan=plan, lr=lr_value(group["lr"]), **kw)
+            else:
+                fn = _lion_foreach if impl == "foreach" else _lion_loop
+                fn(*tensors, lr=lr_value(group["lr"]), **kw)
         return loss
 
 
@@ -163,3 +172,46 @@ def _lion_foreach(
         torch._foreach_sign_(update)
         torch._foreach_add_(p, update, alpha=-lr)
         torch._foreach_lerp_(m, g, 1 - beta2)
+
+
+def _lion_fused(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], steps: list[Tensor], *, plan: _fused.Plan,
+    lr: float, beta1: float, beta2: float, weight_decay: float, maximize: bool,
+) -> None:
+    """Single-pass path: one kernel call per (dtype, step dtype) bucket of the plan; parameters outside the
+    kernels' contract take the loop path (bit-identical) on the CPU, the compiled path on CUDA."""
+    kw = dict(beta1=beta1, beta2=beta2, weight_decay=weight_decay, maximize=maximize)
+    for b in plan.kernel.values():
+        c = b.one
+        _fused.kernels().lion_step(*b.ptrs, b.sizes, b.step_one(), c(1.0), c(-1.0 if maximize else 1.0),
+                                   c(1 - lr * weight_decay if weight_decay != 0 else 1.0), c(-lr), c(1 - beta1),
+                                   c(1 - beta2))
+    if plan.kernel:
+        _fused.mark_modified(params, exp_avgs, steps)
+    if not plan.rest:
+        return
+    for p, g, m, st in group_by_device_and_dtype(_fused.subset([params, grads, exp_avgs, steps], plan.rest)):
+        device = p[0].device
+        if _fused.backend_for(device) == "compile":
+            h = lambda x: _fused.hyper_tensor(x, device)  # noqa: E731
+            _fused.compiled(_lion_traceable)(p, g, m, st, lr=h(lr), beta1=h(beta1), beta2=h(beta2),
+                                             weight_decay=h(weight_decay), maximize=maximize)
+        else:
+            _lion_loop(p, g, m, st, lr=lr, **kw)
+
+
+def _lion_traceable(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], steps: list[Tensor], *,
+    lr: Any, beta1: Any, beta2: Any, weight_decay: Any, maximize: bool,
+) -> None:
+    """The update in tensor ops whose hyperparameters may be 0-dim tensors: what ``torch.compile`` traces (under
+    ``torch.compile(opt.step)``, and as the CUDA fused path). Never reads a tensor's value on the host."""
+    for p, g, m, st in zip(params, grads, exp_avgs, steps):
+        st.add_(1)
+        if maximize:
+            g = -g
+        if isinstance(weight_decay, Tensor) or weight_decay != 0:
+            p.mul_(1 - lr * weight_decay)
+        update = torch.lerp(m, g, _fused.weight_like(1 - beta1, m)).sign_()
+        p.sub_(update * lr)
+        m.lerp_(g, _fused.weight_like(1 - beta2, m))

@@ -4,6 +4,17 @@ Each parameter ``w`` with gradient ``g`` gets its own state registers ``m``, ``v
 program computes ``u`` and the parameter moves by ``w <- w (1 - lr * wd) - lr * u`` (decoupled weight decay,
 optional). The ``foreach`` path runs every statement as one ``torch._foreach_*`` call over all parameters of a
 device/dtype group and equals the per-tensor loop.
+
+``fused=True`` runs the program's update through ``torch.compile`` (Inductor: C++ on the CPU, Triton on CUDA): the
+whole straight-line program plus the weight update becomes one pass over memory per tensor, with the state
+registers updated in place. One compiled function per program (its own code object, so that the many programs
+of a search never share, and exhaust, one Dynamo cache); ``lr`` and ``weight_decay`` enter as 0-dim tensors, so
+a scheduler causes no recompilation. Measured with ``benchmarks/optim_step.py`` (Lion's program, 1 thread, 50
+tensors): at 1M parameters 2.99 ms per step against 6.49 ms for the fastest eager path (foreach), at 25M 28.3 ms
+against 104 ms; the compile took 23 s (1M) and 26 s (25M) with a cold Inductor cache, 3-8 s with a warm one, so it
+pays off after about 300-6,500 steps. It never pays off for the search itself (its proxy tasks have a few hundred
+parameters and at most a few hundred steps per candidate, each candidate a new program to compile), hence
+``fused=False`` by default.
 """
 
 from __future__ import annotations
@@ -11,10 +22,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
 from gradlab.core.validation import check_positive, check_type
 from gradlab.optim.search.dsl import DIV_EPS, OPS, OUTPUT, STATE, Program, check_program, execute
+from gradlab.optim import _fused
 
 __all__ = ["ProgramOptimizer", "execute_foreach"]
 
@@ -67,10 +80,12 @@ class ProgramOptimizer(Optimizer):
         weight_decay: decoupled, lr-scaled decay (>= 0).
         maximize: ascend instead of descend.
         foreach: use ``torch._foreach_*`` ops (``None``: on for CUDA tensors).
+        fused: run the update through ``torch.compile`` (see the module docstring; default ``False``: the compile
+            time is only recovered over long runs). Under ``torch.compile(opt.step)`` the update is traced anyway.
     """
 
     def __init__(self, params: Iterable[Any], program: Program, lr: float = 1e-3, weight_decay: float = 0.0, *,
-                 maximize: bool = False, foreach: bool | None = None) -> None:
+                 maximize: bool = False, foreach: bool | None = None, fused: bool = False) -> None:
         check_type("program", program, Program)
         check_program(program, max_length=max(12, len(program)))
         check_positive("lr", lr)
@@ -78,8 +93,17 @@ class ProgramOptimizer(Optimizer):
         check_type("maximize", maximize, bool)
         if foreach is not None:
             check_type("foreach", foreach, bool)
+        check_type("fused", fused, bool)
+        if fused and foreach:
+            raise ValueError("fused=True and foreach=True cannot be used together; choose one")
         self.program = program
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, maximize=maximize, foreach=foreach))
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+                                      fused=fused))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("fused", False)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> Any:
@@ -103,6 +127,18 @@ class ProgramOptimizer(Optimizer):
                 params.append(p)
                 grads.append(p.grad)
             if not params:
+                continue
+            if group.get("fused") or torch.compiler.is_compiling():
+                for p in params:
+                    self.state[p]["step"].add_(1)
+                states = {r: [self.state[p][r] for p in params] for r in STATE}
+                args = (params, [-g for g in grads] if group["maximize"] else grads, states["m"], states["v"])
+                if torch.compiler.is_compiling():  # traced into the caller's graph
+                    _program_update(self.program, *args, lr=group["lr"], weight_decay=group["weight_decay"])
+                else:
+                    dev = params[0].device
+                    compiled_update(self.program)(*args, lr=_fused.hyper_tensor(group["lr"], dev),
+                                                  weight_decay=_fused.hyper_tensor(group["weight_decay"], dev))
                 continue
             lr, wd = float(group["lr"]), float(group["weight_decay"])
             foreach = group["foreach"]
@@ -137,3 +173,32 @@ class ProgramOptimizer(Optimizer):
 
     def __repr__(self) -> str:
         return f"ProgramOptimizer(program=<{len(self.program)} statements>, lr={self.defaults['lr']})"
+
+
+def _program_update(program: Program, params: TL, grads: TL, ms: TL, vs: TL, *, lr: Any, weight_decay: Any) -> None:
+    """The program and ``w <- w (1 - lr wd) - lr u`` in tensor ops, state registers written in place (``lr`` and
+    ``weight_decay`` may be 0-dim tensors): what ``torch.compile`` traces."""
+    for w, g, m, v in zip(params, grads, ms, vs):
+        regs = {"m": m, "v": v}
+        u = execute(program, g, w, regs)
+        if regs["m"] is not m:
+            m.copy_(regs["m"])
+        if regs["v"] is not v:
+            v.copy_(regs["v"])
+        if isinstance(weight_decay, Tensor) or weight_decay != 0:
+            w.mul_(1 - lr * weight_decay)
+        w.sub_(u * lr)
+
+
+_COMPILED: dict[Program, Callable[..., None]] = {}
+
+
+def compiled_update(program: Program) -> Callable[..., None]:
+    """``torch.compile`` of :func:`_program_update` for ``program``, created once per program. Each program gets
+    a fresh code object (a one-line wrapper compiled from source), so Dynamo keeps a separate cache per program."""
+    fn = _COMPILED.get(program)
+    if fn is None:
+        namespace: dict[str, Any] = {"_update": _program_update, "_program": program}
+        exec("def program_update(*args, **kwargs):\n    return _update(_program, *args, **kwargs)\n", namespace)
+        fn = _COMPILED[program] = torch.compile(namespace["program_update"], fullgraph=True)
+    return fn
