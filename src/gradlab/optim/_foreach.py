@@ -226,8 +226,15 @@ class ValidatedOptimizer(torch.optim.Optimizer):
     _STATE_LIKE_PARAM: tuple[str, ...] = ()
     _STATE_SCALARS: tuple[str, ...] = ("step",)
 
-    def _check_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_check_group" not in cls.__dict__ and not any("_check_group" in b.__dict__ for b in cls.__mro__[1:-1]
+                                                          if b is not ValidatedOptimizer):
+            raise TypeError(f"{cls.__name__} must define _check_group(group) to validate its hyperparameters")
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate one param group's hyperparameters (subclasses define it; enforced at class creation)."""
+        raise TypeError(f"{type(self).__name__} does not define _check_group")
 
     def _check_group_named(self, group: dict[str, Any], where: str) -> None:
         try:
