@@ -178,3 +178,30 @@ def test_workers_die_promptly_when_the_driver_is_sigkilled(demo_env):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_fingerprint_ignores_docstrings_comments_and_formatting_but_not_code(tmp_path, monkeypatch):
+    pkg = tmp_path / "fpdoc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    mod = pkg / "paper_y.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from gradlab.claims.types import Paper
+
+    paper = Paper(key="y", title="y", cluster="optim", components=())
+    stamp = [time.time_ns()]
+
+    def fingerprint_of(source: str) -> str:
+        mod.write_text(source)
+        stamp[0] += 10**9
+        os.utime(mod, ns=(stamp[0], stamp[0]))
+        return paper_fingerprint(paper, "fpdoc.paper_y")
+
+    base = fingerprint_of('"""Module doc."""\n\ndef f(x):\n    """Old doc."""\n    return x + 1\n')
+    assert fingerprint_of('"""Other module doc."""\n\n\ndef f(x):  # a comment\n    """New doc."""\n'
+                          '    return (x + 1)\n') == base
+    assert fingerprint_of('def f(x):\n    return x + 1\n') == base
+    assert fingerprint_of('def f(x):\n    return x + 2\n') != base
+    assert fingerprint_of('def f(x):\n    "a string statement that is not first"\n    return x + 1\n') == base
+    assert fingerprint_of('def f(x):\n    y = "a literal"\n    return x + 1\n') != base
+    assert fingerprint_of('def f(x):\n    return x +\n') != base  # does not parse: hashed byte for byte

@@ -2,10 +2,14 @@
 
 The fingerprint of a paper hashes the source of its paper module, of every module named in
 ``PAPER.components`` (a package counts with all its files), of :mod:`gradlab.core` and of the claim types.
+What is hashed is the code, not its documentation: each file's syntax tree with docstrings removed (comments
+and formatting never reach the tree), so editing a docstring or reformatting does not invalidate results,
+while any change to a statement, expression or literal does. A file that does not parse is hashed byte for byte.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -45,9 +49,29 @@ def _module_files(module_name: str) -> list[Path]:
     return [Path(spec.origin)]
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """Drop the docstring (a leading string-constant statement) of the module and of every class and function."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_digest(source: bytes) -> str:
+    """SHA-256 of a Python source's code: its syntax tree without docstrings (raw bytes if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return hashlib.sha256(source).hexdigest()
+    return hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()
+
+
 @lru_cache(maxsize=None)
 def _file_digest(path: str, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return code_digest(Path(path).read_bytes())
 
 
 def paper_fingerprint(paper: Paper, module_name: str | None = None) -> str:
