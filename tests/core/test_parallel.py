@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 
@@ -10,6 +11,21 @@ ITEMS = list(range(12))
 def test_local_map_equals_sequential():
     assert local_map(2)(math.factorial, ITEMS) == sequential_map(math.factorial, ITEMS)
     assert make_map("local", 1)(math.factorial, ITEMS) == [math.factorial(i) for i in ITEMS]
+
+
+def _worker_pid_and_threads(_: int) -> tuple[int, int]:
+    import torch
+
+    return os.getpid(), torch.get_num_threads()
+
+
+def test_local_map_reuses_one_pool_of_single_thread_workers():
+    first = local_map(2)(_worker_pid_and_threads, range(8))
+    second = local_map(2)(_worker_pid_and_threads, range(8))
+    pids_first, pids_second = {p for p, _ in first}, {p for p, _ in second}
+    assert os.getpid() not in pids_first
+    assert pids_second <= pids_first  # the second call ran in the processes the first one started
+    assert {t for _, t in first + second} == {1}
 
 
 def test_bad_arguments():
