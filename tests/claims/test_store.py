@@ -68,12 +68,16 @@ def _old_schema_store(path):
     con.close()
 
 
-def test_old_store_is_migrated_forward_keeping_its_rows(tmp_path):
+def test_old_store_is_migrated_forward_keeping_its_rows(tmp_path, caplog):
+    import logging
+
     from gradlab.claims.store import SCHEMA_VERSION
 
     path = tmp_path / "old.sqlite"
     _old_schema_store(path)
-    store = ResultStore(path)
+    with caplog.at_level(logging.INFO, logger="gradlab"):
+        store = ResultStore(path)
+    assert any(r.name == "gradlab.claims.store" and "migrating" in r.getMessage() for r in caplog.records)
     row = store.get("p/c", "quick", 0, "abc")
     assert row is not None and row.metrics == {"x": 2} and row.preconditions == {} and row.headline == []
     con = sqlite3.connect(path)

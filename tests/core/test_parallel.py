@@ -47,3 +47,12 @@ def test_ray_map_equals_sequential():
         assert ray_map(workers=2)(math.factorial, ITEMS) == sequential_map(math.factorial, ITEMS)
     finally:
         ray.shutdown()
+
+
+def test_library_logging_is_silent_by_default():
+    import logging
+
+    import gradlab
+
+    handlers = logging.getLogger("gradlab").handlers
+    assert gradlab.__version__ and any(isinstance(h, logging.NullHandler) for h in handlers)

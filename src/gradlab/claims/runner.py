@@ -7,6 +7,7 @@ are skipped unless ``force=True``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import time
@@ -22,6 +23,8 @@ from gradlab.claims.types import ClaimSpec, check_scale
 from gradlab.core.parallel import ray_init
 
 BACKENDS = ("local", "ray")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def run_tasks(
         existing = None if force else store.get(task.spec.id, task.scale, task.seed, task.fingerprint)
         if existing is not None:
             rows[task.spec.id] = existing
+            log.debug("%s: stored %s result for fingerprint %s reused", task.spec.id, existing.status, task.fingerprint)
             notify(Event("skip", task, 1.0, existing.status, existing))
         else:
             todo.append(task)
@@ -134,6 +138,7 @@ def _threads_per_worker(workers: int) -> int:
 def _finish(task: Task, result: dict[str, Any], store: ResultStore, backend: str, notify: Observer) -> ResultRow:
     row = _row_from_result(task, result, store, backend)
     store.put(row)
+    log.info("%s (%s, seed %d): %s in %.1f s", task.spec.id, task.scale, task.seed, row.status, row.duration_s)
     notify(Event("done", task, 1.0, row.status, row))
     return row
 
@@ -158,6 +163,8 @@ def _run_local(todo: list[Task], store: ResultStore, workers: int, notify: Obser
                 child.close()
                 started = time.time()
                 running[parent] = (task, proc, parent, started, time.monotonic() + task.timeout)
+                log.info("%s (%s, seed %d): started in process %d, limit %.0f s", task.spec.id, task.scale, task.seed,
+                         proc.pid, task.timeout)
                 notify(Event("start", task))
             mp_wait(list(running) + [entry[1].sentinel for entry in running.values()], timeout=0.5)
             for conn in list(running):

@@ -8,6 +8,7 @@ only the claims that were still running; the next run skips every row that exist
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 STATUSES: tuple[str, ...] = ("passed", "failed", "inconclusive", "error", "timeout")
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 """Version of the store's schema, kept in ``PRAGMA user_version``.
@@ -168,6 +171,7 @@ class ResultStore:
                 return
             version = max(version, 1)
             while version < SCHEMA_VERSION:
+                log.info("migrating result store %s from schema %d to %d", self.path, version, version + 1)
                 with con:
                     con.executescript(_MIGRATIONS[version])
                     version += 1
