@@ -59,7 +59,7 @@ def test_init_std_and_lr_multipliers_absolute_widths(name):
     n, d_in, lr = 1024, 16, 0.1
     torch.manual_seed(0)
     model = MLP(d_in, n, 10)
-    groups = abc_param_groups(model, name, lr)
+    groups = abc_param_groups(model, name, lr, absolute_widths=True)
     spec = PRESETS[name]
     by_role = {g["role"]: g for g in groups}
     for role, param in (("input", model.layers[0].weight), ("hidden", model.layers[1].weight),
@@ -99,16 +99,39 @@ def test_shape_inference_on_a_transformer():
 def test_zero_readout_reinit_flag_and_errors():
     model = MLP(4, 32, 3)
     w_hidden = model.layers[1].weight.detach().clone()
-    abc_param_groups(model, "mup", 0.1, reinit=False, zero_readout=True)
+    abc_param_groups(model, "mup", 0.1, reinit=False, zero_readout=True, absolute_widths=True)
     assert torch.equal(model.layers[1].weight, w_hidden)
-    abc_param_groups(model, "mup", 0.1, zero_readout=True)
+    abc_param_groups(model, "mup", 0.1, zero_readout=True, absolute_widths=True)
     assert torch.count_nonzero(model.readout.weight) == 0
     with pytest.raises(ValueError, match="name"):
         abc_param_groups(model, "unknown", 0.1)
     with pytest.raises(ValueError, match="lr"):
         abc_param_groups(model, "mup", -1.0)
     with pytest.raises(ValueError, match="input and an output"):
-        param_infos(nn.Linear(3, 3))
+        param_infos(nn.Linear(3, 3), absolute_widths=True)
+
+
+def test_refuses_to_guess_widths():
+    """No base: refused unless absolute widths are asked for (muP-SGD's input lr would silently be lr * n);
+    a model at the base width without delta: refused (every parameter would silently be one "fixed" group)."""
+    model = MLP(4, 128, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="base=.*absolute_widths=True"):
+        abc_param_groups(model, "mup", 0.1)
+    with pytest.raises(ValueError, match="base="):
+        param_infos(model)
+    with pytest.raises(ValueError, match="delta="):
+        abc_param_groups(model, "mup", 0.1, base=MLP(4, 128, 3))
+    with pytest.raises(ValueError, match="cannot be combined"):
+        param_infos(model, base=MLP(4, 64, 3), absolute_widths=True)
+    with pytest.raises(TypeError, match="absolute_widths"):
+        param_infos(model, absolute_widths=1)
+    with pytest.raises(TypeError, match="base"):
+        param_infos(model, base="MLP")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing re-initialised
+    infos = param_infos(MLP(4, 128, 3), base=MLP(4, 128, 3), delta=MLP(4, 256, 3))
+    assert {i.role for i in infos.values()} >= {"input", "hidden", "output"}
+    assert all(i.width_mult == 1.0 for i in infos.values())
 
 
 def _mup_pair(width, base_width):

@@ -57,7 +57,7 @@ def _setup(
     if base_width is not None:
         base, delta = make_model(base_width), make_model(2 * base_width)
     groups = abc_param_groups(model, parametrization, lr, optimizer=optimizer, base=base, delta=delta,
-                              zero_readout=zero_readout)
+                              absolute_widths=base is None, zero_readout=zero_readout)
     return model, _make_optimizer(groups, optimizer)
 
 

@@ -181,7 +181,7 @@ def _owner(model: nn.Module, name: str) -> nn.Module | None:
 
 
 def param_infos(
-    model: nn.Module, base: nn.Module | None = None, delta: nn.Module | None = None
+    model: nn.Module, base: nn.Module | None = None, delta: nn.Module | None = None, *, absolute_widths: bool = False
 ) -> dict[str, ParamInfo]:
     """Classify every trainable parameter of ``model`` by how it scales with width.
 
@@ -190,14 +190,36 @@ def param_infos(
         base: the same architecture at the base width (mup's ``base``). Dimensions that differ between ``base``
             and ``delta`` (default: ``model``) are infinite; ``width_mult`` is the ratio ``model dim / base dim``.
         delta: the architecture at another width, needed when ``model`` has the base width itself.
+        absolute_widths: without ``base``, scale with the absolute widths ``n`` (Tensor Programs IV's
+            abc-parametrisation, where ``lr`` is the learning rate of a width-1 network: muP-SGD's input layer then
+            gets ``lr * n``). Must be asked for explicitly; the usual choice is ``base``.
 
-    Without ``base``: the first module owning a >=2-D weight is the input layer, the last the output layer,
-    the others hidden; biases of input/hidden layers are ``vector``; widths are absolute.
+    With ``absolute_widths=True`` (no ``base``): the first module owning a >=2-D weight is the input layer, the last
+    the output layer, the others hidden; biases of input/hidden layers are ``vector``.
+
+    Raises:
+        ValueError: neither ``base`` nor ``absolute_widths=True`` is given; or ``model`` has the base width and no
+            ``delta`` is given (no dimension could be told to be infinite, so every parameter would be "fixed").
     """
     check_type("model", model, nn.Module)
+    if not isinstance(absolute_widths, bool):
+        raise TypeError(f"absolute_widths must be a bool; got {type(absolute_widths).__name__}")
+    if base is None and not absolute_widths:
+        raise ValueError("pass base= (the same architecture at the base width, and delta= at a second width when "
+                         "model has the base width), as mup.set_base_shapes does; or absolute_widths=True to scale "
+                         "with the absolute widths n (the input layer's SGD learning rate then becomes lr * n)")
+    if base is not None and absolute_widths:
+        raise ValueError("absolute_widths=True scales with the absolute widths and cannot be combined with base=")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     infos: dict[str, ParamInfo] = {}
     if base is not None:
+        check_type("base", base, nn.Module)
+        if delta is not None:
+            check_type("delta", delta, nn.Module)
+        base_shapes_all = {n: tuple(p.shape) for n, p in base.named_parameters()}
+        if delta is None and all(base_shapes_all.get(n) == tuple(p.shape) for n, p in params.items()):
+            raise ValueError("model has the base width (every parameter has base's shape), so no dimension can be "
+                             "told to be infinite: pass delta= (the same architecture at another width)")
         base_shapes = {n: p.shape for n, p in base.named_parameters()}
         ref = delta if delta is not None else model
         ref_shapes = {n: p.shape for n, p in ref.named_parameters()}
@@ -281,6 +303,7 @@ def abc_param_groups(
     optimizer: str = "sgd",
     base: nn.Module | None = None,
     delta: nn.Module | None = None,
+    absolute_widths: bool = False,
     reinit: bool = True,
     init_scale: float = 1.0,
     zero_readout: bool = False,
@@ -306,7 +329,8 @@ def abc_param_groups(
         parametrization: a preset name (``sp``, ``ntk``, ``mf``, ``mup``) or an :class:`AbcParametrization`.
         lr: the base learning rate ``eta``.
         optimizer: ``sgd`` or ``adam`` (selects the lr rule and the muP table).
-        base, delta: see :func:`param_infos`.
+        base, delta, absolute_widths: see :func:`param_infos` (one of ``base`` or ``absolute_widths=True`` is
+            required).
         reinit: re-draw the weights; set False to keep an initialisation you made yourself.
         init_scale: constant multiplying every weight's std.
         zero_readout: initialise the output layer at zero (common with muP; removes the init output).
@@ -320,7 +344,7 @@ def abc_param_groups(
     init_scale = check_positive("init_scale", init_scale)
     spec = abc_preset(parametrization, optimizer) if isinstance(parametrization, str) else parametrization
     check_type("parametrization", spec, AbcParametrization)
-    infos = param_infos(model, base, delta)
+    infos = param_infos(model, base, delta, absolute_widths=absolute_widths)
     params = dict(model.named_parameters())
     groups: dict[tuple[str, float], dict[str, Any]] = {}
     with torch.no_grad():
