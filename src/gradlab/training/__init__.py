@@ -16,6 +16,10 @@ from gradlab.training.sso import SSO, TargetSurrogate  # noqa: E402
 __all__ += ["SSO", "TargetSurrogate"]
 __all__ += ["NoPropDT", "NoPropMLPBlock", "check_alpha_bar", "cosine_alpha_bar", "posterior_coefficients"]
 
+from gradlab.training.noprop_continuous import MonotoneSNR, NoPropCT, NoPropFM, NoPropTimeBlock  # noqa: E402
+
+__all__ += ["MonotoneSNR", "NoPropCT", "NoPropFM", "NoPropTimeBlock"]
+
 from gradlab.training.gbnn import GradientBoostedNetClassifier, GradientBoostedNetRegressor  # noqa: E402
 
 __all__ += ["GradientBoostedNetClassifier", "GradientBoostedNetRegressor"]
