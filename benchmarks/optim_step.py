@@ -45,7 +45,8 @@ from gradlab.optim.search import ProgramOptimizer, lion_program
 # 25 square layers (weight + bias = 50 tensors): width 200 -> ~1.0M parameters, width 1000 -> ~25M.
 SIZES = {"1M": 200, "25M": 1000}
 ANCHOR = "torch AdamW fused (anchor)"
-TARGETS = {"gradlab Lion fused": 0.75, "gradlab AdaGradNorm fused": 0.6, "gradlab DiffGrad fused": 1.1}
+TARGETS = {"gradlab Lion fused": 0.75, "gradlab Lion fused, check_finite=False": 0.75,
+           "gradlab AdaGradNorm fused": 0.6, "gradlab DiffGrad fused": 1.1}
 LIMIT_TARGET = 1.3
 
 
@@ -61,6 +62,8 @@ def candidates(mechanisms: bool) -> list[Candidate]:
     c = [
         Candidate(ANCHOR, lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True), 7),
         Candidate("gradlab Lion fused", lambda ps: Lion(ps, lr=1e-4, weight_decay=0.1, fused=True), 6),
+        Candidate("gradlab Lion fused, check_finite=False",
+                  lambda ps: Lion(ps, lr=1e-4, weight_decay=0.1, fused=True, check_finite=False), 5),
         Candidate("gradlab DiffGrad fused", lambda ps: DiffGrad(ps, lr=1e-3, weight_decay=0.01,
                                                                 decoupled_weight_decay=True, fused=True), 9),
         Candidate("gradlab AdaGradNorm fused", lambda ps: AdaGradNorm(ps, lr=1e-2, fused=True), 4),

@@ -135,3 +135,40 @@ def test_coordinate_clip_validates_before_the_wrapped_optimizer_steps():
     with pytest.raises(ValueError, match="global"):
         glob.step()
     assert torch.equal(a.detach(), pa)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_lion_check_finite_false_skips_the_check_per_group_and_equals_the_checked_step(fused):
+    """check_finite=False is an explicit opt-out (for callers with a GradScaler): a group that opts out steps on a
+    NaN gradient without raising (its momentum turns NaN, as documented), a group that keeps the default still
+    raises; on finite gradients both settings give bit-identical steps and state dicts carry the flag."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(8)), torch.nn.Parameter(torch.randn(8))
+    ref_a, ref_b = torch.nn.Parameter(a.detach().clone()), torch.nn.Parameter(b.detach().clone())
+    opt = Lion([{"params": [a], "check_finite": False}, {"params": [b]}], lr=0.1, fused=fused)
+    ref = Lion([{"params": [ref_a]}, {"params": [ref_b]}], lr=0.1, fused=fused)
+    for _ in range(3):
+        g1, g2 = torch.randn(8), torch.randn(8)
+        a.grad, b.grad, ref_a.grad, ref_b.grad = g1.clone(), g2.clone(), g1.clone(), g2.clone()
+        opt.step()
+        ref.step()
+    assert torch.equal(a, ref_a) and torch.equal(b, ref_b)
+    assert opt.state_dict()["param_groups"][0]["check_finite"] is False
+    a.grad, b.grad = torch.tensor([float("nan")] + [1.0] * 7), torch.ones(8)
+    opt.step()  # the opted-out group does not raise
+    assert torch.isnan(opt.state[a]["exp_avg"][0]) and bool(torch.isfinite(a).all())
+    b.grad = torch.tensor([float("inf")] + [1.0] * 7)
+    a.grad = torch.ones(8)
+    with pytest.raises(NonFiniteGradientError, match="param group 1"):
+        opt.step()
+    with pytest.raises(TypeError, match="check_finite"):
+        Lion([a], check_finite="no")
+    old = ref.state_dict()
+    for group in old["param_groups"]:
+        del group["check_finite"]  # a checkpoint written before the flag existed
+    again = Lion([ref_a, ref_b][:1], lr=0.1)
+    again.add_param_group({"params": [ref_b]})
+    again.load_state_dict(old)
+    ref_a.grad, ref_b.grad = torch.ones(8), torch.tensor([float("nan")] + [1.0] * 7)
+    with pytest.raises(NonFiniteGradientError):  # the old checkpoint keeps the safe default
+        again.step()

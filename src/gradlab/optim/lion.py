@@ -60,6 +60,10 @@ class Lion(ValidatedOptimizer):
             to the for-loop path; ``torch.compile`` on CUDA). ``None`` (default): fused for CPU float32/float64
             parameters when numba is installed, else torch.optim's foreach rule; ``True`` raises ``ValueError``
             where it is unavailable.
+        check_finite: refuse a NaN/inf gradient before anything changes (default ``True``, see below). ``False``
+            skips that check and its extra read of every gradient (the fused step then moves 5 arrays, not 6): for
+            callers who guard against non-finite gradients themselves, e.g. with ``torch.amp.GradScaler``, which
+            skips such steps. A non-finite gradient then freezes its coordinate's momentum at NaN, silently.
 
     State per parameter: ``step`` (0-dim tensor, counts updates) and ``exp_avg`` (the momentum :math:`m`).
 
@@ -83,24 +87,26 @@ class Lion(ValidatedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        check_finite: bool = True,
     ) -> None:
         self._check_group(dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
-                               fused=fused))
+                               fused=fused, check_finite=check_finite))
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
-            fused=fused, differentiable=False,
+            fused=fused, check_finite=check_finite, differentiable=False,
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_state_defaults(self, maximize=False, foreach=None, fused=None)
+        restore_state_defaults(self, maximize=False, foreach=None, fused=None, check_finite=True)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_lr_any(group["lr"])
         check_betas(group["betas"])
         check_positive("weight_decay", group["weight_decay"], allow_zero=True)
         check_type("maximize", group["maximize"], bool)
+        check_type("check_finite", group.get("check_finite", True), bool)
         if group["foreach"] is not None:
             check_type("foreach", group["foreach"], bool)
         _fused.check_fused_flag(group.get("fused"), group["foreach"])
@@ -125,7 +131,8 @@ class Lion(ValidatedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         # validate everything and check every gradient before changing anything
-        prepared = _fused.prepare_groups(self, "Lion", torch.compiler.is_compiling(), check_finite=True)
+        prepared = _fused.prepare_groups(self, "Lion", torch.compiler.is_compiling(),
+                                         check_finite=lambda group: group.get("check_finite", True))
         for group, tensors, impl, plan in prepared:
             if not tensors[0]:
                 continue
