@@ -1,7 +1,11 @@
 """Gradient-based explanations: attribution methods with one call shape, new methods, evaluation.
 
 Every method follows Captum's convention ``Method(model).attribute(inputs, target=..., **options)`` and returns a
-tensor shaped like the input (layer methods: a map per example). Shared guarantees: the model must be in eval
+tensor shaped like the input (layer methods: a map per example). The call shape is Captum's in full for every
+method Captum has (and for Grad-CAM++ / Smooth Grad-CAM++): ``inputs`` a tensor or a tuple of tensors (a tuple
+of attributions comes back for a tuple), ``additional_forward_args`` passed to the model after the inputs, and
+``target`` an int, a tensor, a list of ints, a tuple (one index into a multi-dimensional output) or a list of
+tuples (see :mod:`gradlab.explain._inputs`). Shared guarantees: the model must be in eval
 mode, it is never mutated, hooks are removed also when the model raises, batching is internal (``chunk_size``),
 and wrong input shapes or dtypes raise a ``ValueError``/``TypeError`` naming the argument.
 

@@ -409,6 +409,8 @@ def watch_outputs(model: Callable, differentiable: bool = False) -> Iterator[Cal
 def check_attribution(result: Any, method: str, wrt: str = "`inputs`") -> Any:
     """An attribution that comes out non-finite (an infinite gradient, say) raises instead of being returned."""
     parts = result if isinstance(result, tuple) else (result,)
+    # a tuple of attributions (tuple inputs), possibly with a convergence delta: ((a_1, ..., a_k), delta)
+    parts = tuple(q for p in parts for q in (p if isinstance(p, tuple) else (p,)))
     for r in parts:
         if isinstance(r, torch.Tensor) and r.is_floating_point() and not bool(torch.isfinite(r).all()):
             rows = (~torch.isfinite(r)).reshape(r.shape[0], -1).any(1).nonzero().flatten().tolist() if r.ndim else [0]

@@ -98,7 +98,8 @@ def inspect_nonlinearities(
         funcs = set(_RELU_FUNCS) if relu_only else _RELU_FUNCS | _OTHER_NONLINEAR_FUNCS
         found: list[str] = []
         with torch.no_grad(), _FunctionalSpy(funcs, depth, found):
-            model(example)
+            # a tuple is the model's positional arguments (several inputs and additional forward args)
+            model(*example) if isinstance(example, tuple) else model(example)
     finally:
         for h in handles:
             h.remove()

@@ -5,8 +5,8 @@ Chatterjee et al. (arXiv 2006.02570, following Krug et al.'s NAPs), procedure of
 1. record the feature maps A^l_c(x) of chosen layers l for every input x;
 2. drop "dead" maps whose value range over all inputs and positions is <= 1e-30;
 3. average the maps per group G (e.g. COVID-19, pneumonia, no finding): P_G = mean_{x in G} A(x);
-4. normalise by subtracting the across-group mean: N_G = P_G - (1/|groups|) sum_H P_H;
-5. rank maps by mean |N_G| over groups and positions and show the top ones.
+4. normalise by subtracting the across-group mean: ``N_G = P_G - (1/|groups|) sum_H P_H``;
+5. rank maps by mean ``|N_G|`` over groups and positions and show the top ones.
 
 Groups may overlap (multilabel data): pass a boolean membership matrix (N, G) instead of labels (N,).
 """
@@ -57,7 +57,7 @@ class ActivationProfiles:
         return layer
 
     def scores(self, layer: str) -> torch.Tensor:
-        """Mean |normalised NAP| per map (C,), -inf for dead maps."""
+        """Mean ``|normalised NAP|`` per map (C,), -inf for dead maps."""
         n = self.normalized[self._layer(layer)]
         s = n.abs().reshape(n.shape[0], n.shape[1], -1).mean((0, 2))
         return torch.where(self.alive[layer], s, torch.full_like(s, float("-inf")))

@@ -22,13 +22,19 @@ from gradlab.explain._common import (
     TargetType,
     check_bool,
     chunk_slices,
-    forward,
     grad_wrt,
     hook_guard,
-    select_output,
     watch_outputs,
 )
-from gradlab.explain.gradients import Attribution, _captum_attr
+from gradlab.explain._inputs import (
+    InputsType,
+    call_model,
+    captum_target,
+    select_target,
+    slice_args,
+    slice_inputs,
+)
+from gradlab.explain.gradients import Attribution, _captum_attr, probe_example
 
 
 def check_layer(model: nn.Module, layer: Any, name: str = "layer") -> nn.Module:
@@ -52,12 +58,13 @@ def layer_not_called(model: nn.Module, layer: nn.Module, name: str = "layer") ->
 LAYER_WRT = "the layer's activations"
 
 
-def probe_layer(model: nn.Module, layer: nn.Module, example: torch.Tensor, target: torch.Tensor | None,
+def probe_layer(model: nn.Module, layer: nn.Module, example: Any, target: torch.Tensor | None,
                 attribute_to_layer_input: bool = False, name: str = "layer") -> None:
     """One forward/backward pass on one example, shared by Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++.
 
     The layer must be called and give a tensor, the model's output must pass the output checks and its target
     score must depend differentiably on the layer's activations; each failure is a clear ``ValueError``.
+    ``example`` is one tensor, or a tuple of the model's positional arguments (inputs, then additional args).
     """
     store: dict[str, torch.Tensor] = {}
 
@@ -68,11 +75,12 @@ def probe_layer(model: nn.Module, layer: nn.Module, example: torch.Tensor, targe
                             f"{type(t).__name__}")
         store["a"] = t
 
-    x1 = example.detach()
+    x1 = tuple(e.detach() if isinstance(e, torch.Tensor) else e for e in example) \
+        if isinstance(example, tuple) else (example.detach(),)
     with hook_guard(model), torch.enable_grad():
         handle = layer.register_forward_hook(hook)
         try:
-            s = select_output(forward(model, x1, differentiable=True), None if target is None else target[:1])
+            s = select_target(call_model(model, x1, None, differentiable=True), None if target is None else target[:1])
         finally:
             handle.remove()
         if "a" not in store:
@@ -102,28 +110,35 @@ class GradCAM(Attribution):
 
     def attribute(
         self,
-        inputs: torch.Tensor,
+        inputs: InputsType,
         target: TargetType = None,
         relu: bool = True,
         upsample: bool = True,
         interpolate_mode: str = "bilinear",
         attribute_to_layer_input: bool = False,
         chunk_size: int | None = None,
+        additional_forward_args: Any = None,
     ) -> torch.Tensor:
-        """Return L^c per example: (N, 1, H, W) when ``upsample`` (inputs of shape (N, C, H, W)), else layer size."""
-        x, t, cs = self._prepare(inputs, target, chunk_size)
+        """Return L^c per example: (N, 1, H, W) when ``upsample`` (inputs of shape (N, C, H, W)), else layer size.
+
+        A tuple of inputs and ``additional_forward_args`` are passed through to the model (``model(*inputs,
+        *additional_forward_args)``) as in Captum's ``LayerGradCam``; the map is of the layer, one per example,
+        upsampled to the spatial size of ``inputs[0]``.
+        """
+        xs, is_tuple, t, cs, args = self._prepare_call(inputs, target, chunk_size, additional_forward_args)
+        x = xs[0]
         check_bool("relu", relu)
         check_bool("upsample", upsample)
         check_bool("attribute_to_layer_input", attribute_to_layer_input)
         check_choice("interpolate_mode", interpolate_mode, ("bilinear", "nearest", "bicubic", "area"))
-        probe_layer(self.model, self.layer, x[:1], t, attribute_to_layer_input)
+        probe_layer(self.model, self.layer, probe_example(xs, args, is_tuple), t, attribute_to_layer_input)
         out = []
         with hook_guard(self.model), watch_outputs(self.model, True) as f:
             gc = _captum_attr().LayerGradCam(f, self.layer)
             for sl in chunk_slices(x.shape[0], cs):
                 a = gc.attribute(
-                    x[sl], target=None if t is None else t[sl], relu_attributions=relu,
-                    attribute_to_layer_input=attribute_to_layer_input,
+                    slice_inputs(xs, sl, is_tuple), target=captum_target(t, sl), relu_attributions=relu,
+                    additional_forward_args=slice_args(args, sl), attribute_to_layer_input=attribute_to_layer_input,
                 )
                 out.append(a.detach())
         cam = torch.cat(out)

@@ -35,26 +35,40 @@ from gradlab.explain._common import (
     check_finite_tensor,
     check_int_sequence,
     chunk_slices,
-    forward,
     grad_wrt,
     hook_guard,
-    select_output,
 )
 from gradlab.explain.gradcam import LAYER_WRT, check_layer, layer_not_called, probe_layer, upsample_map
-from gradlab.explain.gradients import Attribution, _noise_std, draw_smoothgrad_noise
+from gradlab.explain._inputs import (
+    InputsType,
+    as_inputs,
+    call_model,
+    expand_args,
+    select_target,
+    slice_args,
+    slice_inputs,
+)
+from gradlab.explain.gradients import Attribution, _noise_stds, draw_smoothgrad_noise, probe_example
 
 
 def layer_activations_and_gradients(
     model: nn.Module,
     layer: nn.Module,
-    inputs: torch.Tensor,
+    inputs: InputsType,
     target: torch.Tensor | None,
     chunk_size: int | None = None,
     attribute_to_layer_input: bool = False,
+    additional_forward_args: tuple | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's activations A and g = d f_target / d A for every row, in chunks (hooks always removed)."""
+    """The layer's activations A and g = d f_target / d A for every row, in chunks (hooks always removed).
+
+    ``inputs`` is a tensor or a tuple of tensors (the model is called as ``model(*inputs,
+    *additional_forward_args)``, per-example tensors of the additional args sliced with the chunks); ``target``
+    holds (N,) or (N, k) output indices.
+    """
+    xs = inputs if isinstance(inputs, tuple) else (inputs,)
     acts, grads = [], []
-    for sl in chunk_slices(inputs.shape[0], chunk_size):
+    for sl in chunk_slices(xs[0].shape[0], chunk_size):
         store: dict[str, Any] = {}
 
         def hook(mod, args, out):
@@ -64,12 +78,13 @@ def layer_activations_and_gradients(
                                 f"got {type(t).__name__}")
             store["a"], store["v"] = t, t._version
 
-        xc = inputs[sl].detach().clone().requires_grad_(True)
+        xc = [x[sl].detach().clone().requires_grad_(True) for x in xs]
         with hook_guard(model):
             handle = layer.register_forward_hook(hook)
             try:
                 with torch.enable_grad():
-                    s = select_output(forward(model, xc, differentiable=True), None if target is None else target[sl])
+                    s = select_target(call_model(model, xc, slice_args(additional_forward_args, sl), differentiable=True),
+                                      None if target is None else target[sl])
             finally:
                 handle.remove()
             if "a" not in store:
@@ -157,14 +172,17 @@ class _CamBase(Attribution):
         self.layer = check_layer(model, layer)
 
     def _prepare_layer(self, inputs: Any, target: TargetType, chunk_size: int | None,
-                       upsample: bool, mode: str, relu: bool) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
-        """The shared checks of :meth:`_prepare` plus the options and the layer probe (:func:`probe_layer`)."""
-        x, t, cs = self._prepare(inputs, target, chunk_size)
+                       upsample: bool, mode: str, relu: bool, additional_forward_args: Any = None) -> tuple:
+        """The shared checks of :meth:`_prepare_call` plus the options and the layer probe (:func:`probe_layer`).
+
+        Returns (inputs as a tuple, whether a tuple was given, target, chunk size, additional args).
+        """
+        xs, is_tuple, t, cs, args = self._prepare_call(inputs, target, chunk_size, additional_forward_args)
         check_bool("relu", relu)
         check_bool("upsample", upsample)
         check_choice("interpolate_mode", mode, ("bilinear", "nearest", "bicubic", "area"))
-        probe_layer(self.model, self.layer, x[:1], t)
-        return x, t, cs
+        probe_layer(self.model, self.layer, probe_example(xs, args, is_tuple), t)
+        return xs, is_tuple, t, cs, args
 
     def _finish(self, cam: torch.Tensor, x: torch.Tensor, upsample: bool, mode: str) -> torch.Tensor:
         check_choice("interpolate_mode", mode, ("bilinear", "nearest", "bicubic", "area"))
@@ -180,7 +198,7 @@ class GradCAMpp(_CamBase):
 
     def attribute(
         self,
-        inputs: torch.Tensor,
+        inputs: InputsType,
         target: TargetType = None,
         relu: bool = True,
         upsample: bool = True,
@@ -188,13 +206,20 @@ class GradCAMpp(_CamBase):
         feature_maps: Sequence[int] | None = None,
         neurons: torch.Tensor | None = None,
         chunk_size: int | None = None,
+        additional_forward_args: Any = None,
     ) -> torch.Tensor:
-        """Return the Grad-CAM++ map per example (see the module docstring); batched, one backward per chunk."""
-        x, t, cs = self._prepare_layer(inputs, target, chunk_size, upsample, interpolate_mode, relu)
-        acts, g = layer_activations_and_gradients(self.model, self.layer, x, t, cs)
+        """Return the Grad-CAM++ map per example (see the module docstring); batched, one backward per chunk.
+
+        A tuple of inputs and ``additional_forward_args`` pass through to the model (``model(*inputs, *args)``);
+        the map is upsampled to the spatial size of ``inputs[0]``.
+        """
+        xs, is_tuple, t, cs, args = self._prepare_layer(inputs, target, chunk_size, upsample, interpolate_mode, relu,
+                                                        additional_forward_args)
+        acts, g = layer_activations_and_gradients(self.model, self.layer, as_inputs(xs, is_tuple), t, cs,
+                                                  additional_forward_args=args)
         mask = _unit_mask(feature_maps, neurons, tuple(acts.shape[1:]))
         cam = gradcampp_map(acts, g, g * g, g * g * g, mask, relu)
-        return self._finish(cam, x, upsample, interpolate_mode)
+        return self._finish(cam, xs[0], upsample, interpolate_mode)
 
 
 class SmoothGradCAMpp(_CamBase):
@@ -215,6 +240,7 @@ class SmoothGradCAMpp(_CamBase):
         upsample: bool = True,
         interpolate_mode: str = "bilinear",
         chunk_size: int | None = None,
+        additional_forward_args: Any = None,
     ) -> torch.Tensor:
         """Return the Smooth Grad-CAM++ map per example.
 
@@ -226,21 +252,35 @@ class SmoothGradCAMpp(_CamBase):
             feature_maps: restrict the map to these channels k.
             neurons: boolean mask over positions (h, w) or units (K, h, w) that enter the weights and the map.
             chunk_size: noisy rows per forward/backward pass.
+            additional_forward_args: passed to the model after the inputs (not noised); per-example tensors are
+                repeated for every noisy copy.
+
+        A tuple of inputs passes through to the model; every input gets its own noise (``noise_level``,
+        ``stdevs``, ``value_range`` one value for all or a tuple with one per input); the map is upsampled to
+        the spatial size of ``inputs[0]``.
         """
-        x, t, cs = self._prepare_layer(inputs, target, chunk_size, upsample, interpolate_mode, relu)
+        xs, is_tuple, t, cs, args = self._prepare_layer(inputs, target, chunk_size, upsample, interpolate_mode, relu,
+                                                        additional_forward_args)
+        x = xs[0]
         n_samples = check_int("n_samples", n_samples, minimum=1)
-        std = _noise_std(x, noise_level, stdevs, value_range)
+        stds = _noise_stds(xs, is_tuple, noise_level, stdevs, value_range)
         acts = torch.cat([
-            layer_activations_and_gradients(self.model, self.layer, x[sl], None if t is None else t[sl], None)[0]
+            layer_activations_and_gradients(self.model, self.layer, slice_inputs(xs, sl, is_tuple),
+                                            None if t is None else t[sl], None,
+                                            additional_forward_args=slice_args(args, sl))[0]
             for sl in chunk_slices(x.shape[0], cs)
         ])
-        noisy = draw_smoothgrad_noise(x, n_samples, std, seed)
-        tt = None if t is None else t.repeat_interleave(n_samples)
+        noisy = draw_smoothgrad_noise(as_inputs(xs, is_tuple), n_samples, as_inputs(stds, is_tuple), seed)
+        noisy_xs = noisy if is_tuple else (noisy,)
+        ea = expand_args(args, n_samples)
+        tt = None if t is None else t.repeat_interleave(n_samples, dim=0)
         d1 = torch.zeros((x.shape[0],) + tuple(acts.shape[1:]), dtype=acts.dtype, device=acts.device)
         d2, d3 = d1.clone(), d1.clone()
         # accumulate the three moments chunk by chunk so memory stays at one chunk of gradients
-        for sl in chunk_slices(noisy.shape[0], cs):
-            _, g = layer_activations_and_gradients(self.model, self.layer, noisy[sl], None if tt is None else tt[sl], None)
+        for sl in chunk_slices(noisy_xs[0].shape[0], cs):
+            _, g = layer_activations_and_gradients(self.model, self.layer, slice_inputs(noisy_xs, sl, is_tuple),
+                                                   None if tt is None else tt[sl], None,
+                                                   additional_forward_args=slice_args(ea, sl))
             rows = torch.arange(sl.start, sl.stop, device=g.device) // n_samples
             d1.index_add_(0, rows, g)
             d2.index_add_(0, rows, g * g)

@@ -27,7 +27,7 @@ gradient_x_input      xi = a 1, a ~ U(a0, 1), a0 -> 1    gradient matching     -
 ===================== ================================== ===================== ==========
 
 "anchored" fixes g(1) = f(x0), so for the removal masks w_i = f(x0) - f(x0 with feature i removed), Captum's
-occlusion with a window of one feature. The Shapley kernel is pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|)) with
+occlusion with a window of one feature. The Shapley kernel is ``pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|))`` with
 weight 1e6 on the empty and full coalitions (as Captum and shap do). By Stein's lemma C-LIME's OLS solution on
 Gaussian noise tends to SmoothGrad's as n -> infinity (E[xi f(x0 + xi)] = sigma^2 E[grad f(x0 + xi)]).
 
@@ -190,7 +190,7 @@ class ExponentialKernel:
 
 @dataclass(frozen=True)
 class ShapleyKernel:
-    """pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|)) for binary z; ``endpoint_weight`` for |z| in {0, M}."""
+    """``pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|))`` for binary z; ``endpoint_weight`` for ``|z|`` in {0, M}."""
 
     endpoint_weight: float = 1e6
 
@@ -232,7 +232,7 @@ class LFASetting:
 
 
 def lfa_preset(method: str, sigma: float = 0.1, kernel_width: float | None = None, exhaustive: bool = False) -> LFASetting:
-    """The LFA setting that reproduces ``method`` (one of :data:`LFA_METHODS`; see the module table)."""
+    """The LFA setting that reproduces ``method`` (one of ``LFA_METHODS``; see the module table)."""
     check_choice("method", method, LFA_METHODS)
     check_positive("sigma", sigma, allow_zero=True)
     if method == "lime":
@@ -322,10 +322,10 @@ class LocalFunctionApproximation(Attribution):
         chunk_size: int | None = None,
         sigma: float = 0.1,
     ) -> torch.Tensor:
-        """Return the surrogate's coefficients w (N, *input shape) for each example.
+        """Return the surrogate's coefficients w ``(N, *input shape)`` for each example.
 
         Args:
-            setting: an :class:`LFASetting` or a method name from :data:`LFA_METHODS` (then ``sigma`` is used).
+            setting: an :class:`LFASetting` or a method name from ``LFA_METHODS`` (then ``sigma`` is used).
             n_samples: neighbourhood samples per example (ignored by deterministic neighbourhoods).
             baselines: x' for multiplicative neighbourhoods (default 0).
             seed: seed of the sampling generator (``None``: a fresh random seed).

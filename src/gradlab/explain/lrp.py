@@ -22,7 +22,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from gradlab.explain._common import TargetType, check_bool, chunk_slices, hook_guard, watch_outputs
-from gradlab.explain.gradients import Attribution, _captum_attr
+from gradlab.explain._inputs import InputsType, captum_target, merge_chunks, slice_args, slice_inputs
+from gradlab.explain.gradients import Attribution, _captum_attr, probe_example
 
 SHAPE_ONLY_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten, nn.Identity)
 _ADD_FUNCS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
@@ -86,7 +87,8 @@ def check_lrp_structure(model: nn.Module, example: torch.Tensor) -> nn.Module:
                 handles += [m.register_forward_pre_hook(lambda mod, a: depth.__setitem__(0, depth[0] + 1)),
                             m.register_forward_hook(lambda mod, a, o: depth.__setitem__(0, depth[0] - 1))]
         with torch.no_grad(), _AddSpy(depth, found):
-            model(example)
+            # a tuple is the model's positional arguments (several inputs and additional forward args)
+            model(*example) if isinstance(example, tuple) else model(example)
     finally:
         for h in handles:
             h.remove()
@@ -134,29 +136,24 @@ class LRP(Attribution):
     requires_module = True
 
     def attribute(
-        self, inputs: torch.Tensor, target: TargetType = None, chunk_size: int | None = None,
-        return_convergence_delta: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Return the relevance (and the conservation error when asked)."""
-        x, t, cs = self._prepare(inputs, target, chunk_size)
+        self, inputs: InputsType, target: TargetType = None, chunk_size: int | None = None,
+        return_convergence_delta: bool = False, additional_forward_args: object = None,
+    ) -> object:
+        """Return the relevance (and the conservation error when asked); a tuple of relevances for tuple inputs."""
+        xs, is_tuple, t, cs, args = self._prepare_call(inputs, target, chunk_size, additional_forward_args)
         check_bool("return_convergence_delta", return_convergence_delta)
         with hook_guard(self.model):
-            model = check_lrp_structure(self.model, x[:1])
+            model = check_lrp_structure(self.model, probe_example(xs, args, is_tuple))
             lrp = _captum_attr().LRP(model)
             user_rules = {n: m.rule for n, m in model.named_modules() if hasattr(m, "rule")}
-            attrs, deltas = [], []
+            parts = []
             with hook_guard(model), watch_outputs(model, True):
-                for sl in chunk_slices(x.shape[0], cs):
+                for sl in chunk_slices(xs[0].shape[0], cs):
                     _attach_rules(model, user_rules)
-                    res = lrp.attribute(x[sl], target=None if t is None else t[sl],
-                                        return_convergence_delta=return_convergence_delta)
-                    if return_convergence_delta:
-                        attrs.append(res[0].detach())
-                        deltas.append(res[1].detach())
-                    else:
-                        attrs.append(res.detach())
-        a = torch.cat(attrs)
-        return (a, torch.cat(deltas)) if return_convergence_delta else a
+                    parts.append(lrp.attribute(slice_inputs(xs, sl, is_tuple), target=captum_target(t, sl),
+                                               additional_forward_args=slice_args(args, sl),
+                                               return_convergence_delta=return_convergence_delta))
+        return merge_chunks(parts, is_tuple, return_convergence_delta)
 
 
 __all__ = ["LRP", "check_lrp_structure", "SHAPE_ONLY_MODULES"]

@@ -4,7 +4,7 @@ Han, Srinivas & Lakkaraju, "Which Explanation Should I Choose? A Function Approx
 Characterizing Post Hoc Explanations" (NeurIPS 2022, arXiv 2206.01254) show that every common attribution
 method is the best local approximation of the model over *some* neighbourhood Z, so faithfulness has to be
 measured against the neighbourhood one cares about. The perturbation test: for each input ``x`` with
-attribution ``a``, perturb the ``k`` coordinates with the largest ``|a|`` by a draw from Z and record
+attribution ``a``, perturb the ``k`` coordinates with the largest ``|a|`` by a draw from Z and record::
 
     PGI_k(x) = E_{xi ~ Z} | f_t(x) - f_t(x with its top-k coordinates perturbed by xi) |,
 
