@@ -207,12 +207,23 @@ def _run_ray(todo: list[Task], store: ResultStore, workers: int, notify: Observe
         import ray
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise RuntimeError("--backend ray needs Ray: pip install 'gradlab[distributed]'") from err
+    from gradlab.claims.reaper import start_reaper
     from gradlab.claims.worker import execute_claim
 
     env = {k: os.environ[k] for k in ("GRADLAB_EXTRA_PAPERS", "PYTHONPATH") if k in os.environ}
     threads = 1 if address else _threads_per_worker(workers)
     env["OMP_NUM_THREADS"] = str(threads)
-    started_ray = ray_init(address, None if address else workers, env)
+    # a local instance this driver starts must not outlive it, even after a SIGKILL (see gradlab.claims.reaper)
+    reaper = start_reaper() if not address and not ray.is_initialized() else None
+    try:
+        started_ray = ray_init(address, None if address else workers, env)
+    except BaseException:
+        if reaper is not None:
+            reaper.release()
+        raise
+    if not started_ray and reaper is not None:
+        reaper.release()
+        reaper = None
     remote = ray.remote(num_cpus=1, max_retries=0)(execute_claim)
     pending = deque(todo)
     running: dict[Any, tuple[Task, float, float]] = {}
@@ -243,3 +254,5 @@ def _run_ray(todo: list[Task], store: ResultStore, workers: int, notify: Observe
             ray.cancel(ref, force=True)
         if started_ray:
             ray.shutdown()
+        if reaper is not None:
+            reaper.release()

@@ -22,7 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 from torch import nn
 
-from gradlab.core import check_choice, check_int, check_positive
+from gradlab.core import check_choice, check_int, check_positive, check_tensor
+from gradlab.dynamics._validation import (
+    check_bool, check_callable, check_int_list, check_positive_list, check_real,
+)
 from gradlab.dynamics.parametrization import AbcParametrization, abc_param_groups
 
 __all__ = ["CoordCheckResult", "coord_check", "LrSweepResult", "lr_transfer_sweep", "fit_width_slope"]
@@ -34,12 +37,39 @@ OUTPUT = "<output>"
 
 def fit_width_slope(widths: Sequence[float], values: Sequence[float]) -> float:
     """Least-squares slope of ``log values`` against ``log widths`` (NaN if any value is not positive/finite)."""
-    v = np.asarray(values, dtype=float)
+    widths = check_positive_list("widths", widths, min_len=2)
+    if len(set(widths)) < 2:
+        raise ValueError(f"widths must contain at least two distinct widths; got {widths}")
+    if isinstance(values, (str, bytes)):
+        raise TypeError("values must be a sequence of numbers; got str")
+    try:
+        v = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"values must be a sequence of numbers; got {type(values).__name__}") from None
     if v.shape != (len(widths),) or len(widths) < 2:
         raise ValueError(f"need one value per width and at least two widths; got {len(widths)} widths, {v.shape}")
     if not np.all(np.isfinite(v)) or np.any(v <= 0):
         return float("nan")
     return float(np.polyfit(np.log(np.asarray(widths, dtype=float)), np.log(v), 1)[0])
+
+
+def _check_common(x: torch.Tensor, y: torch.Tensor, parametrization: str | AbcParametrization, seeds: Sequence[int],
+                  base_width: int | None, zero_readout: bool) -> None:
+    """Arguments shared by :func:`coord_check` and :func:`lr_transfer_sweep`, checked before any training."""
+    check_tensor("x", x, finite=True)
+    check_tensor("y", y, finite=True)
+    if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must hold the same number of samples (first dim); got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError("x and y must hold at least one sample")
+    if not isinstance(parametrization, (str, AbcParametrization)):
+        raise TypeError(f"parametrization must be a preset name or an AbcParametrization; got "
+                        f"{type(parametrization).__name__}")
+    check_int_list("seeds", seeds, min_len=1)
+    if base_width is not None:
+        check_int("base_width", base_width, minimum=1)
+    check_bool("zero_readout", zero_readout)
 
 
 def _make_optimizer(groups: list[dict], optimizer: str) -> torch.optim.Optimizer:
@@ -72,6 +102,8 @@ class CoordCheckResult:
 
     def slopes(self, step: int = -1) -> dict[str, float]:
         """Width exponent of every watched module's update after ``step`` (default: the last step)."""
+        n_steps = self.deltas.shape[-1]
+        step = check_int("step", step, minimum=-n_steps, maximum=n_steps - 1)
         return {name: fit_width_slope(self.widths, self.deltas[i, :, step]) for i, name in enumerate(self.layers)}
 
     def plot(self, ax=None, step: int = -1, title: str | None = None) -> Figure | None:
@@ -123,12 +155,26 @@ def coord_check(
         modules: names (``model.named_modules()``) whose outputs are watched; default every module that owns a
             parameter directly, plus the model output (``"<output>"``).
     """
-    widths = [check_int("width", w, minimum=1) for w in widths]
-    if len(widths) < 2:
+    check_callable("make_model", make_model)
+    check_callable("loss_fn", loss_fn)
+    if isinstance(widths, (list, tuple, range)) and len(widths) < 2:
         raise ValueError("widths must contain at least two widths")
+    widths = check_int_list("widths", widths, minimum=1, min_len=2)
     steps = check_int("steps", steps, minimum=1)
     check_choice("optimizer", optimizer, ("sgd", "adam"))
     lr = check_positive("lr", lr)
+    _check_common(x, y, parametrization, seeds, base_width, zero_readout)
+    if modules is not None:
+        if isinstance(modules, str) or not isinstance(modules, Sequence):
+            raise TypeError(f"modules must be a sequence of module names; got {type(modules).__name__}")
+        if len(modules) == 0:
+            raise ValueError("modules must name at least one module (or be None for all)")
+        probe = make_model(widths[0])
+        names = {n for n, _ in probe.named_modules()} | {OUTPUT}
+        missing = [m for m in modules if m not in names]
+        if missing:
+            raise ValueError(f"modules names {missing} that the model does not have; available: "
+                             f"{sorted(n for n in names if n)}")
     name = parametrization if isinstance(parametrization, str) else parametrization.name
     layers: list[str] | None = None
     deltas: list[np.ndarray] = []  # per width: (layers, steps)
@@ -230,9 +276,18 @@ def lr_transfer_sweep(
     non-finite or exceeds ``diverge_factor`` times its initial loss is marked diverged (``inf``). Minibatches
     are drawn with a generator seeded by ``seed`` so every (width, lr) sees the same data order.
     """
-    widths = [check_int("width", w, minimum=1) for w in widths]
-    lrs = [check_positive("lr", v) for v in lrs]
+    check_callable("make_model", make_model)
+    check_callable("loss_fn", loss_fn)
+    widths = check_int_list("widths", widths, minimum=1, min_len=1)
+    lrs = check_positive_list("lrs", lrs, min_len=1)
     steps = check_int("steps", steps, minimum=1)
+    check_choice("optimizer", optimizer, ("sgd", "adam"))
+    _check_common(x, y, parametrization, seeds, base_width, zero_readout)
+    diverge_factor = check_real("diverge_factor", diverge_factor)
+    if diverge_factor <= 1:
+        raise ValueError(f"diverge_factor must be > 1 (a multiple of the initial loss); got {diverge_factor}")
+    if progress is not None:
+        check_callable("progress", progress)
     n = x.shape[0]
     bs = n if batch_size is None else check_int("batch_size", batch_size, minimum=1, maximum=n)
     name = parametrization if isinstance(parametrization, str) else parametrization.name

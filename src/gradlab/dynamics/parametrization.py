@@ -53,7 +53,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from gradlab.core import check_choice, check_positive, check_type
+from gradlab.core import check_choice, check_int, check_positive, check_type
+from gradlab.dynamics._validation import check_bool, check_generator, check_real
 
 __all__ = ["AbcParametrization", "abc_preset", "ParamInfo", "param_infos", "lr_multiplier", "abc_param_groups", "PRESETS",
            "ROLES"]
@@ -74,10 +75,14 @@ class AbcParametrization:
     def __post_init__(self) -> None:
         for field_name in ("a", "b"):
             v = getattr(self, field_name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+                raise TypeError(f"{field_name} must be a sequence of 3 numbers (input, hidden, output); got "
+                                f"{type(v).__name__}")
             if len(tuple(v)) != 3:
                 raise ValueError(f"{field_name} must have 3 entries (input, hidden, output); got {v!r}")
-            object.__setattr__(self, field_name, tuple(float(x) for x in v))
-        object.__setattr__(self, "c", float(self.c))
+            object.__setattr__(self, field_name, tuple(check_real(f"{field_name}[{i}]", x) for i, x in enumerate(v)))
+        object.__setattr__(self, "c", check_real("c", self.c))
+        check_type("name", self.name, str)
 
     def _idx(self, role: str) -> int:
         return ROLES.index(check_choice("role", role, ROLES))
@@ -95,6 +100,7 @@ class AbcParametrization:
 
     def shifted(self, theta: float) -> "AbcParametrization":
         """The SGD-equivalent parametrisation ``(a + theta, b - theta, c - 2 theta)``."""
+        theta = check_real("theta", theta)
         return replace(
             self,
             a=tuple(x + theta for x in self.a),
@@ -105,12 +111,14 @@ class AbcParametrization:
 
     def feature_learning_exponent(self, num_hidden_layers: int = 2) -> float:
         """TP4's ``r`` for an MLP with ``num_hidden_layers`` (= L) hidden layers under SGD."""
+        check_int("num_hidden_layers", num_hidden_layers, minimum=1)
         a_in, a_h, a_out = self.a
         hidden_min = 2 * a_in + 1 if num_hidden_layers < 2 else min(2 * a_in + 1, 2 * a_h)
         return min(a_out + self.b[2], 2 * a_out + self.c) + self.c - 1 + hidden_min
 
     def is_stable(self, num_hidden_layers: int = 2, tol: float = 1e-12) -> bool:
         """Stable at init and during training in the infinite-width limit (TP4 Thm 3.3, SGD)."""
+        check_positive("tol", tol, allow_zero=True)
         ok_init = abs(self.init_exponent("input")) <= tol and self.init_exponent("output") >= 0.5 - tol
         if num_hidden_layers >= 2:
             ok_init = ok_init and abs(self.init_exponent("hidden") - 0.5) <= tol
@@ -118,6 +126,7 @@ class AbcParametrization:
 
     def is_nontrivial(self, num_hidden_layers: int = 2, tol: float = 1e-12) -> bool:
         """The function changes by Theta(1) during training in the limit."""
+        check_positive("tol", tol, allow_zero=True)
         r = self.feature_learning_exponent(num_hidden_layers)
         return bool(abs(self.init_exponent("output") + r - 1) <= tol or abs(2 * self.a[2] + self.c - 1) <= tol)
 
@@ -342,6 +351,14 @@ def abc_param_groups(
     check_choice("optimizer", optimizer, ("sgd", "adam"))
     lr = check_positive("lr", lr)
     init_scale = check_positive("init_scale", init_scale)
+    check_bool("reinit", reinit)
+    check_bool("zero_readout", zero_readout)
+    check_generator("generator", generator)
+    if extra is not None:
+        check_type("extra", extra, Mapping)
+        reserved = sorted({"params", "lr", "role", "width_mult"} & set(extra))
+        if reserved:
+            raise ValueError(f"extra must not set {reserved}: abc_param_groups sets them per group")
     spec = abc_preset(parametrization, optimizer) if isinstance(parametrization, str) else parametrization
     check_type("parametrization", spec, AbcParametrization)
     infos = param_infos(model, base, delta, absolute_widths=absolute_widths)

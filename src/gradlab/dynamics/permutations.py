@@ -13,7 +13,7 @@ of scale ``beta``). In the infinite-width limit the trained network is the NTK G
 
     f_inf(x) = f_0(x) + Theta(x, X) Theta(X, X)^{-1} (Y - f_0(X)),   f_0 ~ GP(0, K),
 
-with the arc-cosine kernels (theta = angle between x and x')
+with the arc-cosine kernels (theta = angle between x and x')::
 
     K(x, x')     = |x| |x'| (sin theta + (pi - theta) cos theta) / (2 pi)        (NNGP)
     Theta(x, x') = K(x, x') + <x, x'> (pi - theta) / (2 pi)                      (NTK).
@@ -40,6 +40,10 @@ from torch.func import functional_call, jacrev, vmap
 from torch.nn import functional as F
 
 from gradlab.core import check_choice, check_int, check_positive, check_range, check_tensor
+from gradlab.dynamics._validation import (
+    check_bool, check_callable, check_data, check_features, check_float_dtype, check_generator, check_int_list,
+    check_module, check_real, check_same_dtype, check_shape,
+)
 
 __all__ = [
     "binary_inputs", "permute_bits", "augment_bias", "relu_nngp", "relu_ntk", "ntk_regression", "ntk_gp_posterior",
@@ -53,6 +57,8 @@ Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def binary_inputs(k: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """All ``2^k - 1`` nonzero binary vectors of length k as rows (row ``i`` is the binary code of ``i + 1``)."""
     k = check_int("k", k, minimum=1, maximum=24)
+    if not isinstance(dtype, torch.dtype) or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(f"dtype must be a real torch.dtype; got {dtype!r}")
     codes = torch.arange(1, 2**k)
     bits = (codes[:, None] >> torch.arange(k)[None, :]) & 1
     return bits.to(dtype)
@@ -60,8 +66,13 @@ def binary_inputs(k: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 def permute_bits(x: torch.Tensor, perm: torch.Tensor | Sequence[int]) -> torch.Tensor:
     """``(P x)_j = x_{perm[j]}`` for each row of ``x`` (shape (n, k))."""
-    perm = torch.as_tensor(perm, dtype=torch.long)
     check_tensor("x", x, ndim=2)
+    if isinstance(perm, torch.Tensor):
+        if perm.is_floating_point() or perm.is_complex() or perm.dtype == torch.bool:
+            raise TypeError(f"perm must hold integer indices; got dtype {perm.dtype}")
+    else:
+        perm = check_int_list("perm", perm, min_len=0)
+    perm = torch.as_tensor(perm, dtype=torch.long)
     k = x.shape[1]
     if perm.ndim != 1 or perm.numel() != k or not torch.equal(torch.sort(perm).values, torch.arange(k)):
         raise ValueError(f"perm must be a permutation of range({k}); got {perm.tolist()}")
@@ -71,6 +82,7 @@ def permute_bits(x: torch.Tensor, perm: torch.Tensor | Sequence[int]) -> torch.T
 def augment_bias(x: torch.Tensor, bias: float) -> torch.Tensor:
     """Append a constant column ``bias`` to ``x`` (the input view of a first-layer bias); no-op if ``bias == 0``."""
     bias = check_positive("bias", bias, allow_zero=True)
+    check_tensor("x", x, ndim=2)
     if bias == 0:
         return x
     return torch.cat([x, torch.full((x.shape[0], 1), bias, dtype=x.dtype, device=x.device)], dim=1)
@@ -81,6 +93,7 @@ def _angles(x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     check_tensor("x2", x2, ndim=2, floating=True, finite=True)
     if x1.shape[1] != x2.shape[1]:
         raise ValueError(f"x1 and x2 must have the same number of features; got {x1.shape[1]} and {x2.shape[1]}")
+    check_same_dtype("x2", x2, x1.dtype, "the dtype of x1")
     n1, n2 = x1.norm(dim=1), x2.norm(dim=1)
     dot = x1 @ x2.T
     norms = n1[:, None] * n2[None, :]
@@ -106,11 +119,34 @@ def ntk_regression(
     x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, kernel: Kernel = relu_ntk
 ) -> torch.Tensor:
     """Kernel regression mean ``Theta(x, X) Theta(X, X)^{-1} Y`` (the ensemble mean of infinitely many nets)."""
+    check_callable("kernel", kernel)
+    check_tensor("x_train", x_train, floating=True, finite=True)
+    check_tensor("x_test", x_test, floating=True, finite=True)
     check_tensor("y_train", y_train, ndim=(1, 2), floating=True, finite=True)
-    if y_train.shape[0] != x_train.shape[0]:
-        raise ValueError(f"y_train has {y_train.shape[0]} rows but x_train has {x_train.shape[0]}")
+    if x_train.ndim < 1 or y_train.shape[0] != x_train.shape[0]:
+        raise ValueError(f"y_train has {y_train.shape[0]} rows but x_train has shape {tuple(x_train.shape)}")
+    if x_test.ndim != x_train.ndim or x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"x_test must have shape (n_test, {', '.join(map(str, x_train.shape[1:]))}) like x_train; "
+                         f"got {tuple(x_test.shape)}")
+    check_same_dtype("x_test", x_test, x_train.dtype, "the dtype of x_train")
+    check_same_dtype("y_train", y_train, x_train.dtype, "the dtype of x_train")
     gram = kernel(x_train, x_train)
-    return kernel(x_test, x_train) @ torch.linalg.solve(gram, y_train)
+    return kernel(x_test, x_train) @ _solve_gram(gram, y_train)
+
+
+def _solve_gram(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``gram^{-1} rhs``; a numerically singular kernel matrix (repeated or degenerate training inputs) is a
+    ``ValueError``. Numerical rank as in ``numpy.linalg.matrix_rank``: singular values below
+    ``sigma_max * n * eps`` count as zero (LU would otherwise return a huge, meaningless solution)."""
+    message = ("the kernel matrix of x_train is singular (repeated, zero or otherwise degenerate training inputs): "
+               "kernel regression is not defined")
+    sv = torch.linalg.svdvals(gram)
+    if gram.shape[-1] and bool(sv[-1] <= sv[0] * gram.shape[-1] * torch.finfo(gram.dtype).eps):
+        raise ValueError(message)
+    try:
+        return torch.linalg.solve(gram, rhs)
+    except torch.linalg.LinAlgError:
+        raise ValueError(message) from None
 
 
 def ntk_gp_posterior(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,16 +156,34 @@ def ntk_gp_posterior(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch
         ``(coef, var)``: ``coef = Theta(x_test, X) Theta(X, X)^{-1}`` of shape (n_test, n_train), so the mean is
         ``coef @ Y``; ``var`` (n_test,) is the variance of every output coordinate.
     """
+    check_data("x_train", x_train, ndim=2)
+    check_data("x_test", x_test, ndim=2)
+    if x_test.shape[1] != x_train.shape[1]:
+        raise ValueError(f"x_test must have shape (n_test, {x_train.shape[1]}) like x_train; got {tuple(x_test.shape)}")
+    check_same_dtype("x_test", x_test, x_train.dtype, "the dtype of x_train")
     theta_xx = relu_ntk(x_train, x_train)
     k_xx = relu_nngp(x_train, x_train)
     theta_tx = relu_ntk(x_test, x_train)
     k_tx = relu_nngp(x_test, x_train)
-    coef = torch.linalg.solve(theta_xx, theta_tx.T).T  # Theta(x, X) Theta^{-1} (Theta symmetric)
+    coef = _solve_gram(theta_xx, theta_tx.T).T  # Theta(x, X) Theta^{-1} (Theta symmetric)
     k_tt = x_test.pow(2).sum(1) / 2  # K(x, x) = |x|^2 / 2 (theta = 0)
     var = k_tt - 2 * (coef * k_tx).sum(1) + ((coef @ k_xx) * coef).sum(1)
     # cancellation leaves ~1e-16 at training points, where the variance is exactly 0
     var = torch.where(var > 1e-12 * k_tt.clamp_min(1.0), var, torch.zeros_like(var))
     return coef, var
+
+
+def _check_mean_var_targets(mean: torch.Tensor, var: torch.Tensor, targets: torch.Tensor) -> None:
+    check_data("mean", mean, ndim=2)
+    n, k = mean.shape
+    check_data("var", var, ndim=1)
+    check_shape("var", var, (n,), "(one variance per row of mean)")
+    if bool((var < 0).any()):
+        raise ValueError(f"var must be >= 0; got a minimum of {float(var.min()):.3g}")
+    check_tensor("targets", targets, ndim=2)
+    check_shape("targets", targets, (n, k), "(the shape of mean)")
+    if not bool(((targets == 0) | (targets == 1)).all()):
+        raise ValueError("targets must be binary (0 or 1)")
 
 
 def exact_recovery_probability(
@@ -144,6 +198,8 @@ def exact_recovery_probability(
         mean: (n, k) GP means; var: (n,) per-input variance; targets: (n, k) in {0, 1}.
     """
     m = check_positive("ensemble_size", ensemble_size)
+    _check_mean_var_targets(mean, var, targets)
+    threshold = check_real("threshold", threshold)
     mu = mean.detach().double().cpu().numpy()
     sd = np.sqrt(var.detach().double().cpu().numpy() / m)[:, None]
     t = targets.detach().double().cpu().numpy()
@@ -174,7 +230,21 @@ def required_ensemble_size(
     Returns ``inf`` if some coordinate is on the wrong side of ``threshold`` in the infinite-ensemble limit.
     """
     delta = check_range("delta", delta, 0.0, 1.0, low_inclusive=False)
-    w = np.ones(mean.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    _check_mean_var_targets(mean, var, targets)
+    threshold = check_real("threshold", threshold)
+    check_bool("joint", joint)
+    if weights is None:
+        w = np.ones(mean.shape[0])
+    else:
+        if isinstance(weights, torch.Tensor):
+            weights = weights.detach().cpu().tolist()
+        if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+            raise TypeError(f"weights must be a sequence of numbers; got {type(weights).__name__}")
+        w = np.asarray([check_real(f"weights[{i}]", v) for i, v in enumerate(weights)], dtype=float)
+        if w.shape != (mean.shape[0],):
+            raise ValueError(f"weights must have one entry per row of mean ({mean.shape[0]}); got {w.shape[0]}")
+        if np.any(w < 0):
+            raise ValueError("weights must be >= 0")
 
     def ok(m: float) -> bool:
         fail = 1.0 - exact_recovery_probability(mean, var, targets, m, threshold)
@@ -210,6 +280,8 @@ def permutation_ensemble_complexity(
         ``{"single": worst-input M, "all": all-inputs M (union bound), "gamma1_min", "gamma0_max", "std_max"}``.
     """
     k = check_int("k", k, minimum=2)
+    delta = check_range("delta", delta, 0.0, 1.0, low_inclusive=False)
+    check_real("threshold", threshold)
     x_train = augment_bias(torch.eye(k, dtype=torch.float64), bias)
     reps = torch.tril(torch.ones(k, k, dtype=torch.float64))  # row s-1 has s leading ones
     coef, var = ntk_gp_posterior(x_train, augment_bias(reps, bias))
@@ -238,6 +310,14 @@ def empirical_ntk(
         chunk: optional chunk size for ``vmap`` (memory).
     """
     check_choice("mode", mode, ("full", "trace", "mean"))
+    check_module("model", model)
+    check_tensor("x1", x1, finite=True)
+    check_tensor("x2", x2, finite=True)
+    if x1.ndim < 1 or x2.ndim < 1 or x1.shape[1:] != x2.shape[1:]:
+        raise ValueError(f"x1 and x2 must be batches (n, ...) of the same per-sample shape; got {tuple(x1.shape)} "
+                         f"and {tuple(x2.shape)}")
+    if chunk is not None:
+        chunk = check_int("chunk", chunk, minimum=1)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -268,12 +348,14 @@ class TwoLayerNTKNet(nn.Module):
         self.width = check_int("width", width, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
         self.bias = check_positive("bias", bias, allow_zero=True)
+        check_generator("generator", generator)
         d = self.in_features + (1 if self.bias > 0 else 0)
         self.weight = nn.Parameter(torch.randn(self.width, d, generator=generator))
         self.readout = nn.Parameter(torch.randn(self.out_features, self.width, generator=generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, in_features) -> (n, out_features)."""
+        check_features("x", x, self.in_features, self.weight.dtype)
         h = F.relu(augment_bias(x, self.bias) @ self.weight.T)
         return h @ self.readout.T / math.sqrt(self.width)
 
@@ -301,6 +383,8 @@ class TwoLayerNTKEnsemble(nn.Module):
         self.width = check_int("width", width, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
         self.bias = check_positive("bias", bias, allow_zero=True)
+        check_generator("generator", generator)
+        check_float_dtype("dtype", dtype, allow_none=True)
         d = self.in_features + (1 if self.bias > 0 else 0)
         self.weight = nn.Parameter(torch.randn(self.num_members, self.width, d, generator=generator, dtype=dtype))
         self.readout = nn.Parameter(
@@ -312,6 +396,9 @@ class TwoLayerNTKEnsemble(nn.Module):
         check_tensor("x", x, ndim=2, floating=True)
         if x.shape[1] != self.in_features:
             raise ValueError(f"x must have {self.in_features} features; got {x.shape[1]}")
+        check_data("x", x)
+        if members is not None and not isinstance(members, slice):
+            raise TypeError(f"members must be a slice or None; got {type(members).__name__}")
         sl = members if members is not None else slice(None)
         w, a = self.weight[sl], self.readout[sl]
         h = F.relu(torch.einsum("emd,nd->enm", w, augment_bias(x.to(w.dtype), self.bias)))
@@ -320,6 +407,7 @@ class TwoLayerNTKEnsemble(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
         """All members' outputs (E, n, o), computed ``chunk`` members at a time."""
+        chunk = check_int("chunk", chunk, minimum=1)
         return torch.cat([self(x, slice(i, i + chunk)) for i in range(0, self.num_members, chunk)])
 
     def member(self, index: int) -> TwoLayerNTKNet:
@@ -349,8 +437,12 @@ def fit_ensemble(
     Returns:
         The final largest absolute training residual.
     """
+    if not isinstance(ensemble, TwoLayerNTKEnsemble):
+        raise TypeError(f"ensemble must be a TwoLayerNTKEnsemble; got {type(ensemble).__name__}")
     lr = check_positive("lr", lr)
     steps = check_int("steps", steps, minimum=0)
+    tol = check_positive("tol", tol, allow_zero=True)
+    check_features("x", x, ensemble.in_features)
     check_tensor("y", y, ndim=2, floating=True, finite=True)
     if y.shape != (x.shape[0], ensemble.out_features):
         raise ValueError(f"y must have shape ({x.shape[0]}, {ensemble.out_features}); got {tuple(y.shape)}")
@@ -379,6 +471,10 @@ def fit_ensemble(
 
 def round_outputs(mean: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     """Rounding step: 1 where ``mean > threshold`` (strict, so an exact 0 is a 0-bit), else 0."""
+    check_tensor("mean", mean, finite=True)
+    if mean.is_complex() or mean.dtype == torch.bool:
+        raise TypeError(f"mean must be a real tensor; got dtype {mean.dtype}")
+    check_real("threshold", threshold)
     return (mean > threshold).to(mean.dtype)
 
 
@@ -393,8 +489,14 @@ def exact_recovery_rate(
         ``{"ensemble_size": [...], "per_input": [...], "all_inputs": [...]}``: the fraction of (group, input) pairs
         recovered exactly, and the fraction of groups that recover every input.
     """
-    check_tensor("member_outputs", member_outputs, ndim=3, floating=True)
+    check_tensor("member_outputs", member_outputs, ndim=3, floating=True, finite=True)
+    check_tensor("targets", targets, ndim=2)
+    check_real("threshold", threshold)
     e = member_outputs.shape[0]
+    if e < 1:
+        raise ValueError(f"member_outputs must hold at least one member (shape (E>=1, n, o)); got "
+                         f"{tuple(member_outputs.shape)}")
+    ensemble_sizes = check_int_list("ensemble_sizes", ensemble_sizes, minimum=1, maximum=e)
     if targets.shape != member_outputs.shape[1:]:
         raise ValueError(f"targets must have shape {tuple(member_outputs.shape[1:])}; got {tuple(targets.shape)}")
     out: dict[str, list[float]] = {"ensemble_size": [], "per_input": [], "all_inputs": []}

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradlab.core import check_choice, check_int
+from gradlab.core import check_choice, check_int, check_tensor
+from gradlab.dynamics._validation import check_bool, check_data, check_same_dtype, under_transform
 
 __all__ = ["MLP", "TinyTransformer"]
 
@@ -32,12 +33,19 @@ class MLP(nn.Module):
         check_int("out_features", out_features, minimum=1)
         check_int("num_hidden_layers", num_hidden_layers, minimum=1)
         check_choice("activation", activation, ("relu", "tanh"))
+        check_bool("bias", bias)
+        self.in_features = in_features
         dims = [in_features] + [width] * num_hidden_layers
         self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for i, o in zip(dims[:-1], dims[1:]))
         self.readout = nn.Linear(width, out_features, bias=bias)
         self.act = torch.relu if activation == "relu" else torch.tanh
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features) -> (..., out_features)``."""
+        check_data("x", x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have shape (..., {self.in_features}); got {tuple(x.shape)}")
+        check_same_dtype("x", x, self.readout.weight.dtype, "the model's parameter dtype; convert with .to(...)")
         for layer in self.layers:
             x = self.act(layer(x))
         return self.readout(x)
@@ -92,7 +100,16 @@ class TinyTransformer(nn.Module):
         self.readout = nn.Linear(width, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        t = tokens.shape[1]
+        """Token ids ``(batch, seq)`` with ``1 <= seq <= max_len`` and ids in ``[0, vocab)`` -> logits."""
+        check_tensor("tokens", tokens, ndim=2)
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be integer token ids; got dtype {tokens.dtype}")
+        t, vocab, max_len = tokens.shape[1], self.embed.num_embeddings, self.pos.num_embeddings
+        if not 1 <= t <= max_len:
+            raise ValueError(f"tokens must have 1 to max_len={max_len} positions; got shape {tuple(tokens.shape)}")
+        if tokens.numel() and not under_transform(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+            raise ValueError(f"tokens must be ids in [0, {vocab}); got values in [{int(tokens.min())}, "
+                             f"{int(tokens.max())}]")
         x = self.embed(tokens) + self.pos(torch.arange(t, device=tokens.device))
         for block in self.blocks:
             x = block(x)

@@ -28,7 +28,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradlab.core import check_int, check_positive, check_range, check_tensor
+from gradlab.core import check_int, check_positive, check_range, check_tensor, check_type
+from gradlab.dynamics._validation import (
+    check_bool, check_data, check_features, check_generator, check_labels, check_shape, under_transform,
+)
 
 __all__ = ["XORClusterBatch", "XORClusterTask", "XORTwoLayerReLU", "GDHistory", "train_xor_gd", "accuracy"]
 
@@ -93,6 +96,8 @@ class XORClusterTask:
     def sample(self, n: int, generator: torch.Generator | None = None, flip: bool = True) -> XORClusterBatch:
         """Draw ``n`` samples with uniformly random cluster; labels are flipped w.p. ``flip_prob`` if ``flip``."""
         n = check_int("n", n, minimum=1)
+        check_generator("generator", generator)
+        check_bool("flip", flip)
         cluster = torch.randint(0, 4, (n,), generator=generator)
         which = cluster // 2  # 0 -> mu_1 (label +1), 1 -> mu_2 (label -1)
         sign = 1.0 - 2.0 * (cluster % 2).to(self.means.dtype)
@@ -135,14 +140,17 @@ class XORTwoLayerReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``f(x)`` of shape (n,)."""
+        check_features("x", x, self.weight.shape[1], self.weight.dtype)
         return F.relu(x @ self.weight.T) @ self.second_layer
 
     @torch.no_grad()
     def neuron_alignment(self, means: torch.Tensor) -> torch.Tensor:
-        """Mean |cos(w_j, mu_c)| for (positive neurons, negative neurons) x (mu_1, mu_2): a (2, 2) tensor.
+        """Mean ``|cos(w_j, mu_c)|`` for (positive neurons, negative neurons) x (mu_1, mu_2): a (2, 2) tensor.
 
         Grokking coincides with neurons of ``a_j > 0`` aligning with ``±mu_1`` and those of ``a_j < 0`` with ``±mu_2``.
         """
+        check_data("means", means, ndim=2)
+        check_shape("means", means, (None, self.weight.shape[1]), "(the cluster means, one per row)")
         w = F.normalize(self.weight, dim=1)
         cos = (w @ F.normalize(means, dim=1).T).abs()  # (m, 2)
         pos = self.second_layer > 0
@@ -153,7 +161,8 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``sign(scores) == labels`` (a score of exactly 0 counts as wrong).
 
     ``scores`` and ``labels`` must hold one value per sample each (shape ``(n,)``; a trailing singleton dimension
-    is accepted); mismatched shapes raise ``ValueError`` rather than broadcasting to an ``n x n`` comparison.
+    is accepted; labels in ``{-1, +1}``); mismatched shapes raise ``ValueError`` rather than broadcasting to an
+    ``n x n`` comparison.
     """
     for name, t in (("scores", scores), ("labels", labels)):
         if not isinstance(t, torch.Tensor):
@@ -167,6 +176,13 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
         raise ValueError("scores and labels are empty")
     if s.is_floating_point() and not torch.isfinite(s).all():
         raise ValueError("scores contain NaN or inf")
+    if y.is_floating_point() and not torch.isfinite(y).all():
+        raise ValueError("labels contain NaN or inf")
+    if y.is_complex() or s.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"scores and labels must be real and labels numeric in {{-1, +1}}; got dtypes {s.dtype} and "
+                        f"{y.dtype}")
+    if not under_transform(y) and not bool(((y == 1) | (y == -1)).all()):
+        raise ValueError("labels must be in {-1, +1}")
     return float((s * y > 0).float().mean())
 
 
@@ -183,6 +199,9 @@ class GDHistory:
 
     def at(self, step: int) -> dict[str, float]:
         """All metrics at a recorded ``step``."""
+        if step not in self.steps:
+            raise ValueError(f"step {step!r} was not recorded; recorded steps: {self.steps[:10]}"
+                             f"{' ...' if len(self.steps) > 10 else ''}")
         i = self.steps.index(step)
         return {
             "train_loss": self.train_loss[i],
@@ -210,17 +229,36 @@ def train_xor_gd(
         lr: the step size ``alpha``.
         steps: number of GD steps.
         test: optional test data; accuracy is measured on ``test.y_clean`` if ``test_on_clean`` else ``test.y``.
-        record_at: steps at which to record (default: every step); step 0 is the initialisation.
+        record_at: steps at which to record (default: every step), each in ``[0, steps]``; step 0 is the
+            initialisation.
 
     Returns:
         A :class:`GDHistory`. ``flipped_fit`` is the fraction of flipped training points classified as their
         (wrong) observed label; it is NaN if no label was flipped.
     """
+    check_type("model", model, XORTwoLayerReLU)
+    check_type("train", train, XORClusterBatch)
     lr = check_positive("lr", lr)
     steps = check_int("steps", steps, minimum=0)
     check_tensor("train.x", train.x, ndim=2, floating=True, finite=True)
     if train.x.shape[1] != model.weight.shape[1]:
         raise ValueError(f"train.x has {train.x.shape[1]} features but the model expects {model.weight.shape[1]}")
+    check_features("train.x", train.x, model.weight.shape[1], model.weight.dtype)
+    n = train.x.shape[0]
+    check_labels("train.y", train.y, n)
+    check_labels("train.y_clean", train.y_clean, n)
+    check_tensor("train.flipped", train.flipped, ndim=1, dtype=torch.bool)
+    check_shape("train.flipped", train.flipped, (n,), "(one flag per sample)")
+    check_bool("test_on_clean", test_on_clean)
+    if test is not None:
+        check_type("test", test, XORClusterBatch)
+        check_features("test.x", test.x, model.weight.shape[1], model.weight.dtype)
+        check_labels("test.y_clean" if test_on_clean else "test.y", test.y_clean if test_on_clean else test.y,
+                     test.x.shape[0])
+    if record_at is not None:
+        if isinstance(record_at, (str, bytes)) or not hasattr(record_at, "__iter__"):
+            raise TypeError(f"record_at must be a sequence of ints; got {type(record_at).__name__}")
+        record_at = [check_int(f"record_at[{i}]", s, minimum=0, maximum=steps) for i, s in enumerate(record_at)]
     record = set(range(steps + 1)) if record_at is None else {int(s) for s in record_at if 0 <= int(s) <= steps}
     hist = GDHistory()
     y_test = None if test is None else (test.y_clean if test_on_clean else test.y)

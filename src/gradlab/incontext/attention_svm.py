@@ -26,6 +26,9 @@ import torch
 from torch import nn
 
 from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type
+from gradlab.incontext._validation import (
+    check_bool, check_data, check_float_dtype, check_generator, check_same_dtype, check_shape, under_transform,
+)
 from gradlab.incontext.probes import matrix_correlation
 from gradlab.incontext.tasks import TokenSelectionBatch
 
@@ -56,6 +59,9 @@ class AttentionSelector(nn.Module):
         check_tensor("v", v, ndim=1, floating=True, finite=True)
         if v.shape[0] != dim:
             raise ValueError(f"v must have shape ({dim},); got {tuple(v.shape)}")
+        check_float_dtype("dtype", dtype)
+        check_bool("zero_query_init", zero_query_init)
+        check_generator("generator", generator)
         self.register_buffer("v", v.to(dtype))
         init_std = check_positive("init_std", init_std, allow_zero=True)
         r = dim if rank is None else check_int("rank", rank, minimum=1)
@@ -75,9 +81,18 @@ class AttentionSelector(nn.Module):
 
     def attention(self, X: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Softmax attention probabilities ``softmax(X W z)``, shape ``(n, T)``."""
-        check_tensor("X", X, ndim=3, floating=True)
-        check_tensor("z", z, ndim=2, floating=True)
+        self._check_inputs(X, z)
         return torch.einsum("ntd,de,ne->nt", X, self.combined(), z).softmax(-1)
+
+    def _check_inputs(self, X: torch.Tensor, z: torch.Tensor) -> None:
+        check_data("X", X, ndim=3)
+        check_data("z", z, ndim=2)
+        n, t, d = X.shape
+        if d != self.dim or t < 1:
+            raise ValueError(f"X must have shape (n, T>=1, {self.dim}); got {tuple(X.shape)}")
+        check_shape("z", z, (n, self.dim), "(n, d), one query token per sequence of X")
+        check_same_dtype("X", X, self.v.dtype, "the model's dtype; convert with .to(...)")
+        check_same_dtype("z", z, self.v.dtype, "the model's dtype; convert with .to(...)")
 
     def forward(self, X: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``f = v^T X^T softmax(X W z)``, evaluated as ``a_r + sum_t p_t (a_t - a_r)`` with ``a_t = v^T x_t`` and
@@ -90,8 +105,19 @@ class AttentionSelector(nn.Module):
         return ref.squeeze(1) + (p * (a - ref)).sum(-1)
 
 
+def _check_model_batch(model: AttentionSelector, batch: TokenSelectionBatch) -> None:
+    check_type("model", model, AttentionSelector)
+    check_type("batch", batch, TokenSelectionBatch)
+    model._check_inputs(batch.X, batch.z)
+    check_data("batch.y", batch.y, ndim=1)
+    check_shape("batch.y", batch.y, (batch.X.shape[0],), "(n,), one label per sequence of batch.X")
+    if not under_transform(batch.y) and not bool(((batch.y == 1) | (batch.y == -1)).all()):
+        raise ValueError("batch.y must hold labels in {-1, +1}")
+
+
 def selector_loss(model: AttentionSelector, batch: TokenSelectionBatch) -> torch.Tensor:
     """Logistic loss ``mean_i log(1 + exp(-Y_i f(X_i)))``."""
+    _check_model_batch(model, batch)
     return nn.functional.softplus(-batch.y * model(batch.X, batch.z)).mean()
 
 
@@ -103,9 +129,12 @@ def normalized_gd(model: AttentionSelector, batch: TokenSelectionBatch, n_steps:
     bounded in floating point, as in the paper's code. Returns the combined ``W`` every ``record_every`` steps
     (and at the end).
     """
+    _check_model_batch(model, batch)
     n_steps = check_int("n_steps", n_steps, minimum=1)
     lr = check_positive("lr", lr)
     record_every = check_int("record_every", record_every, minimum=0)
+    if norm_penalty is not None:
+        norm_penalty = check_positive("norm_penalty", norm_penalty, allow_zero=True)
     if norm_penalty is None:
         norm_penalty = float(torch.finfo(torch.float64).eps) if model.param == "KQ" else 0.0
     params = [p for p in model.parameters() if p.requires_grad]
@@ -127,6 +156,13 @@ def normalized_gd(model: AttentionSelector, batch: TokenSelectionBatch, n_steps:
 
 def globally_optimal_tokens(batch: TokenSelectionBatch) -> torch.Tensor:
     """``opt_i = argmax_t Y_i v^T x_it`` (the tokens the global theory selects), shape ``(n,)``."""
+    check_type("batch", batch, TokenSelectionBatch)
+    check_data("batch.X", batch.X, ndim=3)
+    check_data("batch.y", batch.y, ndim=1)
+    check_data("batch.v", batch.v, ndim=1)
+    n, _, d = batch.X.shape
+    check_shape("batch.y", batch.y, (n,), "(n,), one label per sequence of batch.X")
+    check_shape("batch.v", batch.v, (d,), "(d,), the token dimension of batch.X")
     return batch.token_scores().argmax(-1)
 
 
@@ -135,7 +171,13 @@ def margin_matrices(X: torch.Tensor, z: torch.Tensor, opt: torch.Tensor) -> torc
     check_tensor("X", X, ndim=3, floating=True, finite=True)
     check_tensor("z", z, ndim=2, floating=True, finite=True)
     check_tensor("opt", opt, ndim=1)
+    if opt.is_floating_point() or opt.is_complex() or opt.dtype == torch.bool:
+        raise TypeError(f"opt must be an integer tensor of token indices; got dtype {opt.dtype}")
     n, t, d = X.shape
+    if n < 1 or t < 2 or d < 1:
+        raise ValueError(f"X must have shape (n>=1, T>=2, d>=1) (a margin needs a competing token); got "
+                         f"{tuple(X.shape)}")
+    check_same_dtype("z", z, X.dtype, "the dtype of X")
     if z.shape != (n, d) or opt.shape != (n,):
         raise ValueError(f"z must be ({n}, {d}) and opt ({n},); got {tuple(z.shape)} and {tuple(opt.shape)}")
     if opt.min() < 0 or opt.max() >= t:
@@ -150,6 +192,9 @@ def margin_matrices(X: torch.Tensor, z: torch.Tensor, opt: torch.Tensor) -> torc
 
 def svm_margins(W: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """Constraint values ``<A_k, W>`` (all ``>= 1`` at a feasible point)."""
+    check_data("W", W, ndim=2)
+    check_data("A", A, ndim=3)
+    check_shape("A", A, (None,) + tuple(W.shape), f"(K, {W.shape[0]}, {W.shape[1]}), the shape of W per constraint")
     return torch.einsum("kij,ij->k", A.double(), W.double())
 
 
@@ -203,6 +248,7 @@ def att_svm(X: torch.Tensor, z: torch.Tensor, opt: torch.Tensor, norm: str = "fr
     check_choice("norm", norm, ("fro", "nuc"))
     check_choice("solver", solver, ("auto", "scipy", "cvxpy"))
     check_type("tol", tol, float)
+    tol = check_positive("tol", tol, allow_zero=True)
     A = margin_matrices(X, z, opt)
     if norm == "nuc" and solver == "scipy":
         raise ValueError("solver='scipy' supports only norm='fro'; use solver='cvxpy' for the nuclear norm")
@@ -218,4 +264,6 @@ def att_svm(X: torch.Tensor, z: torch.Tensor, opt: torch.Tensor, norm: str = "fr
 
 def directional_correlation(W: torch.Tensor, W_svm: torch.Tensor) -> float:
     """``<W, W_svm> / (||W||_F ||W_svm||_F)`` (direction agreement, 1 = same direction)."""
+    check_data("W", W, ndim=2)
+    check_data("W_svm", W_svm, ndim=2)
     return matrix_correlation(W, W_svm)

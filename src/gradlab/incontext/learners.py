@@ -35,6 +35,10 @@ from typing import Callable, Sequence
 import torch
 
 from gradlab.core import check_int, check_positive, check_tensor
+from gradlab.incontext._validation import (
+    check_bool, check_callable, check_complex_or_float_dtype, check_data, check_same_dtype,
+    check_scalar, check_shape, check_step_list, check_w0, check_xy, under_transform,
+)
 
 __all__ = [
     "ols", "ridge", "gradient_descent", "gd_iterates", "gd_plus_plus", "newton_schulz", "newton_iterates",
@@ -43,11 +47,8 @@ __all__ = [
 ]
 
 
-def _check_xy(xs: torch.Tensor, ys: torch.Tensor) -> None:
-    check_tensor("xs", xs, ndim=3, floating=True)
-    check_tensor("ys", ys, ndim=2, floating=True)
-    if ys.shape != xs.shape[:2]:
-        raise ValueError(f"ys must have shape {tuple(xs.shape[:2])} to match xs; got {tuple(ys.shape)}")
+def _check_xy(xs: torch.Tensor, ys: torch.Tensor) -> tuple[int, int, int]:
+    return check_xy(xs, ys)
 
 
 def _stats(xs: torch.Tensor, ys: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +78,12 @@ def ridge(xs: torch.Tensor, ys: torch.Tensor, lam: float) -> torch.Tensor:
 def gradient_descent(xs: torch.Tensor, ys: torch.Tensor, n_steps: int, lr: float, w0: torch.Tensor | None = None,
                      normalize: bool = False) -> torch.Tensor:
     """``n_steps`` of GD ``w <- w - lr X^T (X w - y)`` (divided by ``N`` if ``normalize``) from ``w0`` (default 0)."""
-    _check_xy(xs, ys)
+    bsz, _, d = _check_xy(xs, ys)
     n_steps = check_int("n_steps", n_steps, minimum=0)
     lr = check_positive("lr", lr)
+    check_bool("normalize", normalize)
+    if w0 is not None:
+        check_w0(w0, bsz, d)
     s, b = _stats(xs, ys, normalize)
     w = torch.zeros_like(b) if w0 is None else w0.to(b.dtype).expand_as(b).clone()
     for _ in range(n_steps):
@@ -94,11 +98,12 @@ def gd_iterates(xs: torch.Tensor, ys: torch.Tensor, steps: Sequence[int], lr: fl
     ``w_k = (I - lr S)^k w_0 + V diag(f_k(lam)) V^T X^T y`` with ``f_k(lam) = (1 - (1 - lr lam)^k) / lam`` and
     ``f_k(0) = k lr``; equal to :func:`gradient_descent` but cost independent of ``k``.
     """
-    _check_xy(xs, ys)
+    bsz, _, d = _check_xy(xs, ys)
     lr = check_positive("lr", lr)
-    ks = [check_int("steps[i]", k, minimum=0) for k in steps]
-    if not ks:
-        raise ValueError("steps must not be empty")
+    ks = check_step_list("steps", steps)
+    check_bool("normalize", normalize)
+    if w0 is not None:
+        check_w0(w0, bsz, d)
     s, b = _stats(xs.double(), ys.double(), normalize)
     lam, v = torch.linalg.eigh(s)
     lam = lam.clamp_min(0)
@@ -122,14 +127,16 @@ def gd_plus_plus(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, n_steps: 
     first): ``yhat_q += lr/N * r^T X x_q``; ``r <- r - lr/N * X X^T r``; ``X <- X (I - gamma S)``,
     ``x_q <- (I - gamma S) x_q``. With ``gamma = 0`` this is ``n_steps`` of GD on the mean loss from ``w = 0``.
     """
-    _check_xy(xs, ys)
-    check_tensor("xq", xq, ndim=2, floating=True)
+    bsz, _, d = _check_xy(xs, ys)
+    check_data("xq", xq, ndim=2)
+    check_shape("xq", xq, (bsz, d), "(B, d), one query per prompt of xs")
+    check_same_dtype("xq", xq, xs.dtype, "the dtype of xs")
     n_steps = check_int("n_steps", n_steps, minimum=0)
     lr = check_positive("lr", lr)
     gamma = check_positive("gamma", gamma, allow_zero=True)
     n = max(xs.shape[1], 1)
     x, r, q = xs, ys, xq
-    pred = torch.zeros_like(ys[:, 0])
+    pred = ys.new_zeros(ys.shape[0])
     eye = torch.eye(xs.shape[-1], dtype=xs.dtype, device=xs.device)
     for _ in range(n_steps):
         xr = (x.mT @ r[..., None]).squeeze(-1)  # X^T r
@@ -154,9 +161,25 @@ def newton_schulz(s: torch.Tensor, n_iters: int, alpha: float | torch.Tensor | N
     if s.ndim < 2 or s.shape[-1] != s.shape[-2]:
         raise ValueError(f"s must be a (batch of) square matrices; got shape {tuple(s.shape)}")
     n_iters = check_int("n_iters", n_iters, minimum=0)
+    check_bool("return_all", return_all)
+    asym = float((s - s.mT).abs().amax()) if s.numel() and not under_transform(s) else 0.0
+    if asym > 1e-5 * max(float(s.abs().amax()) if s.numel() else 0.0, 1e-30):
+        raise ValueError(f"s must be symmetric (a Gram matrix X^T X); got max |s - s^T| = {asym:.3g}")
     if alpha is None:
         alpha = 1.0 / torch.linalg.matrix_norm(s @ s.mT).clamp_min(torch.finfo(s.dtype).tiny)[..., None, None]
-    elif not isinstance(alpha, torch.Tensor):
+    elif isinstance(alpha, torch.Tensor):
+        check_data("alpha", alpha)
+        if not under_transform(alpha) and bool((alpha <= 0).any()):
+            raise ValueError("alpha must be > 0 (every entry)")
+        try:
+            torch.broadcast_shapes(alpha.shape, s.shape)
+        except RuntimeError:
+            raise ValueError(f"alpha must be a scalar or broadcast against s {tuple(s.shape)} (e.g. shape "
+                             f"{tuple(s.shape[:-2]) + (1, 1)}); got {tuple(alpha.shape)}") from None
+        if torch.broadcast_shapes(alpha.shape, s.shape) != s.shape:
+            raise ValueError(f"alpha of shape {tuple(alpha.shape)} would broadcast s {tuple(s.shape)} to a larger "
+                             f"batch; use shape {tuple(s.shape[:-2]) + (1, 1)}")
+    else:
         alpha = check_positive("alpha", alpha)
     m = alpha * s
     out = [m]
@@ -170,9 +193,9 @@ def newton_iterates(xs: torch.Tensor, ys: torch.Tensor, iters: Sequence[int],
                     alpha: float | None = None) -> torch.Tensor:
     """``w_k = M_k X^T y`` of iterative Newton (:func:`newton_schulz` in float64) for ``k`` in ``iters``: ``(K, B, d)``."""
     _check_xy(xs, ys)
-    ks = [check_int("iters[i]", k, minimum=0) for k in iters]
-    if not ks:
-        raise ValueError("iters must not be empty")
+    ks = check_step_list("iters", iters)
+    if alpha is not None and not isinstance(alpha, torch.Tensor):
+        check_positive("alpha", alpha)
     s, b = _stats(xs.double(), ys.double(), False)
     ms = newton_schulz(s, max(ks), alpha, return_all=True)[ks]
     return (ms @ b[None, ..., None]).squeeze(-1).to(xs.dtype)
@@ -186,12 +209,16 @@ def prefix_predictions(learner: Callable[[torch.Tensor, torch.Tensor], torch.Ten
     through ``X^T X`` and ``X^T y`` (true for every learner here); the prefixes are the prompt with later rows
     zeroed. Returns ``(B, N)`` or ``(K, B, N)``.
     """
-    _check_xy(xs, ys)
-    b, n, d = xs.shape
+    check_callable("learner", learner)
+    b, n, d = _check_xy(xs, ys)
     keep = torch.tril(torch.ones(n, n, dtype=xs.dtype, device=xs.device), diagonal=-1)  # row i keeps j < i
     px = (xs[:, None] * keep[None, :, :, None]).reshape(b * n, n, d)
     py = (ys[:, None] * keep[None]).reshape(b * n, n)
     w = learner(px, py)
+    if not isinstance(w, torch.Tensor) or w.ndim not in (2, 3) or tuple(w.shape[-2:]) != (b * n, d):
+        got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+        raise ValueError(f"learner must return weights of shape ({b * n}, {d}) or (K, {b * n}, {d}) for the "
+                         f"{b * n} prefixes; got {got}")
     if w.ndim == 2:
         return (w.reshape(b, n, d) * xs).sum(-1)
     return (w.reshape(w.shape[0], b, n, d) * xs[None]).sum(-1)
@@ -213,6 +240,7 @@ def gd_lsa_construction(d: int, lr: float, n_context: int, dtype: torch.dtype = 
     d = check_int("d", d, minimum=1)
     lr = check_positive("lr", lr)
     n = check_int("n_context", n_context, minimum=1)
+    check_complex_or_float_dtype("dtype", dtype)
     kq = _block_eye(d, dtype)
     wv = torch.zeros(d + 1, d + 1, dtype=dtype)
     wv[d, d] = -1.0
@@ -229,6 +257,7 @@ def gd_plus_plus_construction(d: int, lr: float, gamma: float, n_context: int, d
     lr = check_positive("lr", lr)
     gamma = check_positive("gamma", gamma, allow_zero=True)
     n = check_int("n_context", n_context, minimum=1)
+    check_complex_or_float_dtype("dtype", dtype)
     pv = -gamma * _block_eye(d, dtype)
     pv[d, d] = -lr / n
     return {"w_kq": _block_eye(d, dtype)[None], "w_pv": pv[None]}
@@ -237,8 +266,14 @@ def gd_plus_plus_construction(d: int, lr: float, gamma: float, n_context: int, d
 def zfb_gamma(covariance: torch.Tensor, n_context: int) -> torch.Tensor:
     """``Gamma = (1 + 1/N) Lambda + tr(Lambda)/N I`` (Zhang, Frei & Bartlett 2024); the trained LSA predicts
     ``x_q^T Gamma^{-1} (1/N) sum_i y_i x_i``."""
-    check_tensor("covariance", covariance, ndim=2, floating=True, finite=True)
+    check_data("covariance", covariance, ndim=2)
+    d = covariance.shape[0]
+    check_shape("covariance", covariance, (d, d), "(square)")
     n = check_int("n_context", n_context, minimum=1)
+    return _zfb_gamma(covariance, n)
+
+
+def _zfb_gamma(covariance: torch.Tensor, n: int) -> torch.Tensor:
     eye = torch.eye(covariance.shape[0], dtype=covariance.dtype, device=covariance.device)
     return (1 + 1 / n) * covariance + torch.trace(covariance) / n * eye
 
@@ -247,16 +282,22 @@ def zfb_population_risk(b: torch.Tensor, covariance: torch.Tensor, n_context: in
     """Population risk ``1/2 E (x_q^T B (1/M) sum_i y_i x_i - x_q^T w)^2`` for ``x ~ N(0, Lambda)``,
     ``w ~ N(0, I)``, noiseless labels and ``M = n_context``:
     ``1/2 [tr(B^T Lambda B Lambda Gamma_M) - 2 tr(Lambda B Lambda) + tr Lambda]``. Differentiable in ``b``."""
-    check_tensor("b", b, ndim=2, floating=True)
+    check_data("b", b, ndim=2)
+    check_data("covariance", covariance, ndim=2)
+    d = covariance.shape[0]
+    check_shape("covariance", covariance, (d, d), "(square)")
+    check_shape("b", b, (d, d), f"(the {d} x {d} shape of covariance)")
+    n = check_int("n_context", n_context, minimum=1)
     lam = covariance.to(b.dtype)
-    g = zfb_gamma(lam, n_context)
+    g = _zfb_gamma(lam, n)
     return 0.5 * (torch.trace(b.T @ lam @ b @ lam @ g) - 2 * torch.trace(lam @ b @ lam) + torch.trace(lam))
 
 
 def one_step_gd_ar(xs: torch.Tensor, c: float | torch.Tensor) -> torch.Tensor:
     """Predictions ``yhat_t = c/(t-1) sum_{i=2}^{t} x_i x_{i-1}^H x_t`` of ``x_{t+1}`` (1-based ``t``; ``rho_1 = 1``)
     for sequences ``xs (B, T, d)``: one GD step from ``W = 0`` on ``1/2 sum_i ||x_i - W x_{i-1}||^2``."""
-    check_tensor("xs", xs, ndim=3)
+    check_data("xs", xs, ndim=3, complex_ok=True)
+    check_scalar("c", c, complex_ok=True)
     b, t, d = xs.shape
     prev = torch.cat([torch.zeros_like(xs[:, :1]), xs[:, :-1]], 1)
     outer = torch.cumsum(xs[..., :, None] * prev[..., None, :].conj(), dim=1)  # (B, T, d, d)
@@ -269,6 +310,11 @@ def mesa_construction(d: int, a: float, b: float, dtype: torch.dtype = torch.com
     residual=False)`` on ``ar_tokens`` with ``W^{KQ} = [[0, 0], [a I, 0]]``, ``W^{PV} = [b I, 0]``: it equals
     :func:`one_step_gd_ar` with ``c = a b`` (Zheng et al. 2024, Sec. 4)."""
     d = check_int("d", d, minimum=1)
+    check_scalar("a", a, complex_ok=True)
+    check_scalar("b", b, complex_ok=True)
+    check_complex_or_float_dtype("dtype", dtype)
+    if (isinstance(a, complex) or isinstance(b, complex)) and not dtype.is_complex:
+        raise TypeError(f"dtype must be complex for complex a or b; got {dtype}")
     kq = torch.zeros(2 * d, 2 * d, dtype=dtype)
     kq[d:, :d] = a * torch.eye(d, dtype=dtype)
     pv = torch.zeros(d, 2 * d, dtype=dtype)

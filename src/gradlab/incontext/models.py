@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type
+from gradlab.incontext._validation import (
+    check_bool, check_complex_or_float_dtype, check_data, check_same_dtype, check_scalar, check_shape, check_xy,
+)
 from gradlab.incontext.tasks import PromptBatch
 
 __all__ = [
@@ -37,6 +40,10 @@ __all__ = [
 def regression_tokens(batch: PromptBatch) -> torch.Tensor:
     """Tokens ``e_j = (x_j, y_j)`` for the context and ``(x_q, 0)`` for the query (last), shape ``(B, N+1, d+1)``."""
     check_type("batch", batch, PromptBatch)
+    b, n, d = check_xy(batch.xs, batch.ys, "batch.xs", "batch.ys")
+    check_data("batch.xq", batch.xq, ndim=2)
+    check_shape("batch.xq", batch.xq, (b, d), "(B, d), one query per prompt of batch.xs")
+    check_same_dtype("batch.xq", batch.xq, batch.xs.dtype, "the dtype of batch.xs")
     ctx = torch.cat([batch.xs, batch.ys[..., None]], -1)
     q = torch.cat([batch.xq, torch.zeros_like(batch.xq[:, :1])], -1)
     return torch.cat([ctx, q[:, None]], 1)
@@ -48,12 +55,18 @@ def regression_prediction(tokens: torch.Tensor, sign: float = -1.0) -> torch.Ten
     von Oswald et al. read ``-y`` (``sign=-1``); Zhang, Frei & Bartlett read ``+y`` (``sign=+1``).
     """
     check_tensor("tokens", tokens, ndim=3)
+    if tokens.shape[1] < 1 or tokens.shape[2] < 1:
+        raise ValueError(f"tokens must hold at least one token with a label slot (shape (B, T>=1, D>=1)); got "
+                         f"{tuple(tokens.shape)}")
+    check_scalar("sign", sign)
     return sign * tokens[:, -1, -1]
 
 
 def ar_tokens(xs: torch.Tensor) -> torch.Tensor:
     """Autoregressive embedding ``e_t = (x_t, x_{t-1})`` with ``e_1 = (x_1, 0)``, shape ``(B, T, 2d)``."""
-    check_tensor("xs", xs, ndim=3)
+    check_data("xs", xs, ndim=3, complex_ok=True)
+    if xs.shape[1] < 1:
+        raise ValueError(f"xs must hold at least one token (shape (B, T>=1, d)); got {tuple(xs.shape)}")
     prev = torch.cat([torch.zeros_like(xs[:, :1]), xs[:, :-1]], 1)
     return torch.cat([xs, prev], -1)
 
@@ -95,6 +108,7 @@ class LinearSelfAttention(nn.Module):
         self.normalize = check_type("normalize", normalize, bool)
         self.softmax = check_type("softmax", softmax, bool)
         self.residual = check_type("residual", residual, bool)
+        check_complex_or_float_dtype("dtype", dtype)
         if self.residual and self.out_dim != dim:
             raise ValueError(f"residual=True needs out_dim == dim ({dim}); got out_dim={self.out_dim}")
         if softmax and dtype.is_complex:
@@ -132,9 +146,16 @@ class LinearSelfAttention(nn.Module):
     def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Update ``tokens (B, T, D)``; with ``last_only`` only the last token (the query) is updated and
         returned, shape ``(B, 1, out_dim)`` -- cheaper when only the query's prediction is read."""
-        check_tensor("tokens", tokens, ndim=3)
+        check_data("tokens", tokens, ndim=3, complex_ok=True)
         if tokens.shape[-1] != self.dim:
-            raise ValueError(f"tokens must have last dimension {self.dim}; got {tuple(tokens.shape)}")
+            raise ValueError(f"tokens must have last dimension {self.dim} (shape (B, T, {self.dim})); got "
+                             f"{tuple(tokens.shape)}")
+        if tokens.shape[0] < 1 or tokens.shape[1] < 1:
+            raise ValueError(f"tokens must hold at least one sequence of at least one token (shape (B>=1, T>=1, "
+                             f"{self.dim})); got {tuple(tokens.shape)}")
+        pdtype = next(self.parameters()).dtype
+        check_same_dtype("tokens", tokens, pdtype, "the layer's parameter dtype; convert with .to(...)")
+        check_bool("last_only", last_only)
         b, t, _ = tokens.shape
         h = self.n_heads
 
@@ -209,14 +230,20 @@ class MultiLayerLSA(nn.Module):
         self.n_layers = check_int("n_layers", n_layers, minimum=1)
         self.shared = check_type("shared", shared, bool)
         mlp_hidden = check_int("mlp_hidden", mlp_hidden, minimum=0)
+        if mlp_hidden and check_complex_or_float_dtype("dtype", layer_kwargs.get("dtype", torch.float32)).is_complex:
+            raise ValueError("mlp_hidden > 0 needs a real dtype (the ReLU MLP is real-valued)")
         n_distinct = 1 if shared else n_layers
         self.layers = nn.ModuleList(LinearSelfAttention(dim, **layer_kwargs) for _ in range(n_distinct))
+        out_dim = self.layers[0].out_dim
+        if out_dim != dim and (mlp_hidden or self.n_layers > 1):
+            raise ValueError(f"stacking layers or adding MLPs needs out_dim == dim ({dim}); got out_dim={out_dim}")
         dtype = layer_kwargs.get("dtype", torch.float32)
         self.mlps = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, mlp_hidden, dtype=dtype), nn.ReLU(), nn.Linear(mlp_hidden, dim, dtype=dtype))
             for _ in range(n_distinct)) if mlp_hidden else None
 
     def forward(self, tokens: torch.Tensor, return_hidden: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        check_bool("return_hidden", return_hidden)
         hidden = [tokens]
         for i in range(self.n_layers):
             j = 0 if self.shared else i
@@ -281,12 +308,19 @@ class ICLTransformer(nn.Module):
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, return_hidden: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        check_tensor("xs", xs, ndim=3, floating=True)
-        check_tensor("ys", ys, ndim=2, floating=True)
+        check_data("xs", xs, ndim=3)
+        check_data("ys", ys, ndim=2)
         b, n, d = xs.shape
-        if d != self.dim or ys.shape != (b, n) or n > self.max_points:
-            raise ValueError(f"xs must be (B, N<={self.max_points}, {self.dim}) and ys (B, N); got "
-                             f"{tuple(xs.shape)} and {tuple(ys.shape)}")
+        if d != self.dim or n > self.max_points or n < 1:
+            raise ValueError(f"xs must be (B, N, {self.dim}) with 1 <= N <= max_points={self.max_points}, and ys "
+                             f"(B, N); got {tuple(xs.shape)} and {tuple(ys.shape)}")
+        if ys.shape != (b, n):
+            raise ValueError(f"ys must have shape {(b, n)} to match xs {tuple(xs.shape)} (B, N); got "
+                             f"{tuple(ys.shape)}")
+        pdtype = self.read_in.weight.dtype
+        check_same_dtype("xs", xs, pdtype, "the model's parameter dtype; convert with .to(...)")
+        check_same_dtype("ys", ys, pdtype, "the model's parameter dtype; convert with .to(...)")
+        check_bool("return_hidden", return_hidden)
         y_tok = torch.cat([ys[..., None], torch.zeros_like(xs[..., 1:])], -1)
         z = torch.stack([xs, y_tok], 2).reshape(b, 2 * n, d)
         h = self.read_in(z) + self.pos[: 2 * n]

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gradlab.core import check_choice, check_int, check_positive, check_tensor, check_type
+from gradlab.core import check_choice, check_int, check_positive, check_tensor
+from gradlab.incontext._validation import check_bool, check_float_dtype, check_generator, check_scalar
 
 __all__ = [
     "PromptBatch", "LinearRegressionTask", "ill_conditioned_covariance", "ill_conditioned_factor",
@@ -34,11 +35,7 @@ __all__ = [
 
 def _check_float_dtype(dtype: object) -> torch.dtype:
     """Sample dtypes must be real floating point: an integer dtype would truncate every sample silently."""
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype; got {type(dtype).__name__}")
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.float32); got {dtype}")
-    return dtype
+    return check_float_dtype("dtype", dtype)
 
 
 def _check_seed(seed: int) -> int:
@@ -89,6 +86,8 @@ def ill_conditioned_factor(d: int, kappa: float, generator: torch.Generator | No
     """
     d = check_int("d", d, minimum=1)
     kappa = check_positive("kappa", kappa)
+    check_generator("generator", generator)
+    check_float_dtype("dtype", dtype)
     lam = torch.ones(d, dtype=torch.float64)
     lam[: d // 2] = kappa
     lam = lam * math.sqrt(d / float((lam**2).sum()))
@@ -100,6 +99,7 @@ def ill_conditioned_factor(d: int, kappa: float, generator: torch.Generator | No
 def ill_conditioned_covariance(d: int, kappa: float, generator: torch.Generator | None = None,
                                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Covariance ``A^T A`` of :func:`ill_conditioned_factor` (condition number ``kappa^2``, trace ``d``)."""
+    check_float_dtype("dtype", dtype)
     a = ill_conditioned_factor(d, kappa, generator, torch.float64)
     return (a.T @ a).to(dtype)
 
@@ -150,7 +150,7 @@ class LinearRegressionTask:
                 raise ValueError(f"w_mean must be a scalar or have shape ({dim},); got {tuple(w_mean.shape)}")
             self.w_mean = w_mean.to(torch.float64)
         else:
-            check_type("w_mean", w_mean, (int, float))
+            check_scalar("w_mean", w_mean)
             self.w_mean = torch.full((dim,), float(w_mean), dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(self.seed)
 
@@ -165,7 +165,9 @@ class LinearRegressionTask:
             self.noise_std, self.seed if seed is None else seed, self.dtype)
 
     def sample_inputs(self, batch: int, n_points: int) -> torch.Tensor:
-        """Inputs only, shape ``(batch, n_points, d)``."""
+        """Inputs only, shape ``(batch, n_points, d)``, float64 (the task's ``dtype`` is applied by :meth:`sample`)."""
+        batch = check_int("batch", batch, minimum=1)
+        n_points = check_int("n_points", n_points, minimum=0)
         g = self.generator
         if self.x_dist == "uniform":
             x = (torch.rand(batch, n_points, self.dim, generator=g, dtype=torch.float64) - 0.5) * self.input_range
@@ -212,6 +214,9 @@ class AutoregressiveTask:
         self.dim = check_int("dim", dim, minimum=1)
         self.x1 = check_choice("x1", x1, ("gaussian", "sparse", "ones"))
         self.sigma = check_positive("sigma", sigma)
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype (torch.complex64 or torch.complex128); got "
+                            f"{type(dtype).__name__}")
         if dtype not in (torch.complex64, torch.complex128):
             raise ValueError(f"dtype must be torch.complex64 or torch.complex128; got {dtype}")
         self.dtype = dtype
@@ -267,7 +272,7 @@ class TokenSelectionTask:
     def __init__(self, dim: int, self_attention: bool = False, seed: int = 0,
                  dtype: torch.dtype = torch.float64) -> None:
         self.dim = check_int("dim", dim, minimum=1)
-        self.self_attention = bool(check_type("self_attention", self_attention, bool))
+        self.self_attention = check_bool("self_attention", self_attention)
         self.seed = _check_seed(seed)
         self.dtype = _check_float_dtype(dtype)
         self.generator = torch.Generator().manual_seed(self.seed)
