@@ -57,3 +57,37 @@ def test_torchvision_loader_never_downloads(tmp_path):
         load_torchvision_split("mnist", tmp_path)
     with pytest.raises(ValueError, match="name must be one of"):
         load_torchvision_split("imagenet", tmp_path)
+
+
+def test_synthetic_generators_refuse_what_would_silently_go_wrong():
+    import pytest
+    import torch
+
+    from gradlab.core.datasets import make_gaussian_classification, make_linear_regression, make_two_spirals
+
+    with pytest.raises(ValueError, match="test_fraction"):
+        make_gaussian_classification(40, 3, 2, seed=0, test_fraction=2.0)
+    with pytest.raises(ValueError, match="test_fraction"):
+        make_two_spirals(40, seed=0, test_fraction=0.99)  # 40 of 40 to the test split
+    with pytest.raises(ValueError, match="noise"):
+        make_two_spirals(40, seed=0, noise=float("nan"))
+    with pytest.raises(TypeError, match="dtype"):
+        make_linear_regression(10, 3, seed=0, dtype=torch.int64)
+    with pytest.raises(TypeError, match="dtype"):
+        make_gaussian_classification(40, 3, 2, seed=0, dtype=torch.int32)
+    split = make_two_spirals(40, seed=0)
+    assert split.x_train.shape[0] == 30 and split.x_test.shape[0] == 10
+
+
+def test_seed_everything_keeps_pythonhashseed_valid_for_subprocesses(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from gradlab.core.seeding import seed_everything
+
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    seed_everything(2**40 + 5)
+    assert int(os.environ["PYTHONHASHSEED"]) < 2**32
+    out = subprocess.run([sys.executable, "-c", "print('ok')"], capture_output=True, text=True, env=os.environ.copy())
+    assert out.returncode == 0 and out.stdout.strip() == "ok"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,6 +99,20 @@ def load_breast_cancer_split(
                  torch.as_tensor(y_te), num_classes=2)
 
 
+def _check_split_args(n_samples: int, test_fraction: Any, dtype: Any) -> None:
+    """A test fraction that leaves both parts non-empty and a floating dtype for the features."""
+    frac = check_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    n_test = max(1, int(round(frac * n_samples)))
+    if n_test >= n_samples:
+        raise ValueError(f"test_fraction={test_fraction!r} of {n_samples} samples leaves no training example")
+    _check_float_dtype(dtype)
+
+
+def _check_float_dtype(dtype: Any) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32); got {dtype!r}")
+
+
 def make_gaussian_classification(
     n_samples: int, n_features: int, n_classes: int, seed: int, separation: float = 2.0,
     test_fraction: float = 0.25, dtype: torch.dtype = torch.float32,
@@ -107,6 +122,7 @@ def make_gaussian_classification(
     check_int("n_features", n_features, minimum=1)
     check_int("n_classes", n_classes, minimum=2)
     check_positive("separation", separation, allow_zero=True)
+    _check_split_args(n_samples, test_fraction, dtype)
     rng = numpy_rng(seed)
     means = rng.standard_normal((n_classes, n_features))
     means *= separation / np.linalg.norm(means, axis=1, keepdims=True)
@@ -124,6 +140,7 @@ def make_linear_regression(
     check_int("n_samples", n_samples, minimum=1)
     check_int("n_features", n_features, minimum=1)
     check_positive("noise", noise, allow_zero=True)
+    _check_float_dtype(dtype)
     rng = numpy_rng(seed)
     x = rng.standard_normal((n_samples, n_features))
     w = rng.standard_normal(n_features)
@@ -135,6 +152,8 @@ def make_two_spirals(n_samples: int, seed: int, noise: float = 0.1, dtype: torch
                      test_fraction: float = 0.25) -> Split:
     """Two interleaved spirals in 2-D (binary labels): a small non-linearly-separable task."""
     check_int("n_samples", n_samples, minimum=4)
+    check_positive("noise", noise, allow_zero=True)
+    _check_split_args(2 * (n_samples // 2), test_fraction, dtype)
     rng = numpy_rng(seed)
     n = n_samples // 2
     t = np.sqrt(rng.uniform(0.0, 1.0, n)) * 3 * np.pi

@@ -27,7 +27,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed % (2**32))  # Python accepts [0, 2**32 - 1]; more kills subprocesses
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
     gen = torch.Generator()
