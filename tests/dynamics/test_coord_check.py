@@ -76,3 +76,16 @@ def test_transformer_coord_check_under_adam():
         slopes[p] = r.slopes()
     assert slopes["sp"]["readout"] > 0.3  # SP + Adam: logit updates grow with width
     assert all(abs(v) < 0.3 for v in slopes["mup"].values())  # muP: Theta(1)
+
+
+def test_best_lr_is_nan_where_every_run_diverged():
+    import math
+
+    import numpy as np
+
+    from gradlab.dynamics.coord_check import LrSweepResult
+
+    res = LrSweepResult(widths=[4, 8], lrs=[0.1, 0.2], losses=np.array([[1.0, 0.5], [np.inf, np.nan]]),
+                        parametrization="sp")
+    best = res.best_lrs()
+    assert best[0] == 0.2 and math.isnan(best[1]) and math.isnan(res.best_lr_shift())

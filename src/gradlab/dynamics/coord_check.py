@@ -228,8 +228,13 @@ class LrSweepResult:
     parametrization: str
 
     def best_lrs(self) -> list[float]:
-        """The loss-minimising learning rate for each width."""
-        return [self.lrs[int(np.nanargmin(row))] for row in self.losses]
+        """The loss-minimising learning rate for each width; NaN for a width at which every run diverged (no
+        finite loss), so that no learning rate is reported as best by accident."""
+        best = []
+        for row in np.asarray(self.losses, dtype=float):
+            finite = np.isfinite(row)
+            best.append(float(self.lrs[int(np.argmin(np.where(finite, row, np.inf)))]) if finite.any() else float("nan"))
+        return best
 
     def best_lr_shift(self) -> float:
         """``|log2(best lr at the largest width / best lr at the smallest width)|`` (octaves)."""
