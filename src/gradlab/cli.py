@@ -1,4 +1,4 @@
-"""The ``gradlab`` command line: ``list``, ``show``, ``reproduce`` and ``report``.
+"""The ``gradlab`` command line: ``list``, ``show``, ``reproduce``, ``bench`` and ``report``.
 
 Exit codes: 0 success (``reproduce``: every selected claim passed), 1 some claim did not reproduce (failed or
 inconclusive), 2 bad input (unknown paper key, bad scale, bad number of workers, an unusable path or store),
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory (default: report/)")
     rep.add_argument("--store", type=Path, default=DEFAULT_STORE, help="SQLite store (default: .gradlab/results.sqlite)")
     rep.add_argument("--force", action="store_true", help="rerun claims that already have a stored result")
+
+    from gradlab.bench.command import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
 
     rpt = sub.add_parser("report", help="rebuild the report from the store without running anything")
     rpt.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -300,6 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_show(args, console)
         if args.command == "reproduce":
             return cmd_reproduce(args, console)
+        if args.command == "bench":
+            from gradlab.bench.command import BenchUsageError, run_command
+
+            try:
+                return run_command(args, console)
+            except BenchUsageError as err:
+                raise UsageError(str(err)) from None
         return cmd_report(args, console)
     except UsageError as err:
         Console(stderr=True, soft_wrap=True).print(f"[red]gradlab {args.command}: error:[/] {escape(str(err))}",

@@ -41,8 +41,9 @@ def test_reproduce_then_report(demo_env):
 
 def test_reproduce_exits_0_when_all_selected_claims_pass(demo_env):
     # Only papers without claims selected: nothing runs, nothing fails.
-    out = gradlab_cli("reproduce", "--only", "yolov9", "--scale", "smoke", "--store", str(demo_env["store"]),
-                      "--out", str(demo_env["out"]), env=demo_env["env"])
+    env = {**demo_env["env"], "GRADLAB_EXTRA_PAPERS": "tests.fixtures.demo_papers,tests.fixtures.unimplemented_papers"}
+    out = gradlab_cli("reproduce", "--only", "demo-unimplemented", "--scale", "smoke", "--store",
+                      str(demo_env["store"]), "--out", str(demo_env["out"]), env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "not implemented" in out.stdout
 

@@ -1,0 +1,57 @@
+"""``gradlab bench``: an AlgoPerf-style training-algorithms benchmark that runs on one CPU core.
+
+Follows the design of AlgoPerf (Dahl et al., "Benchmarking Neural Network Training Algorithms", arXiv 2306.07179;
+rules v0.6 of ``mlcommons/algorithmic-efficiency``), re-implemented for PyTorch modules and second-scale workloads:
+
+* :mod:`~gradlab.bench.workloads`: the Workload API and built-in workloads (generated or bundled data);
+* :mod:`~gradlab.bench.submission`: the submission API and built-in submissions (torch and gradlab optimizers);
+* :mod:`~gradlab.bench.tuning`: search spaces, scrambled-Halton external tuning, self-tuning, per-workload time;
+* :mod:`~gradlab.bench.timing`: one trial under the timing protocol (eval off the clock);
+* :mod:`~gradlab.bench.scoring`: performance profiles and the benchmark score;
+* :mod:`~gradlab.bench.runner`: planning, resumable storage (one atomic JSON file per trial), outputs;
+* :mod:`~gradlab.bench.loading`: names, ``package.module:attr`` paths and entry points.
+
+Bring your own optimizer (``mypkg/opt.py``) and ask which optimizer to use on your workload::
+
+    import torch
+    from gradlab.bench import OptimizerSubmission, Param
+
+    def make(params, hp):
+        return torch.optim.RMSprop(params, lr=hp["lr"], momentum=1 - hp["one_minus_momentum"])
+
+    rmsprop = OptimizerSubmission("rmsprop", make, {"lr": Param(1e-4, 1e-2),
+                                                     "one_minus_momentum": Param(0.01, 0.3)},
+                                  defaults={"lr": 1e-3, "one_minus_momentum": 0.1})
+
+then ``gradlab bench --submissions mypkg.opt:rmsprop,adamw --workloads digits_mlp,mypkg.work:MyWorkload``
+(a workload subclasses :class:`Workload`), or in Python ``run_bench([DigitsMLP()], [rmsprop, ...])``.
+"""
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "loading": ("available_submissions", "available_workloads", "load_submission", "load_workload"),
+    "runner": ("BenchResult", "TrialSpec", "plan_trials", "run_bench", "write_outputs"),
+    "scoring": ("benchmark_scores", "performance_profile", "performance_ratios"),
+    "submission": ("BASELINES", "OptimizerSubmission", "Submission", "builtin_submissions", "check_submission",
+                   "warmup_cosine"),
+    "timing": ("TrialResult", "run_trial"),
+    "tuning": ("Param", "halton_points", "study_plan", "workload_time"),
+    "workloads": ("BUILTIN_WORKLOADS", "DigitsMLP", "ShapesCNN", "TeacherRegression", "TinyLM", "Workload"),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Import lazily, so that the CLI's ``bench`` subparser does not import torch for ``gradlab list``."""
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"gradlab.bench.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'gradlab.bench' has no attribute {name!r}")
+
+
+__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "DigitsMLP", "OptimizerSubmission", "Param", "ShapesCNN",
+           "Submission", "TeacherRegression", "TinyLM", "TrialResult", "TrialSpec", "Workload", "available_submissions",
+           "available_workloads", "benchmark_scores", "builtin_submissions", "check_submission", "halton_points",
+           "load_submission", "load_workload", "performance_profile", "performance_ratios", "plan_trials",
+           "run_bench", "run_trial", "study_plan", "warmup_cosine", "workload_time", "write_outputs"]

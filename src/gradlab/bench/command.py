@@ -1,0 +1,112 @@
+"""The ``gradlab bench`` subcommand: argument parsing, the run with a progress bar, and the rich table.
+
+Exit codes (as the rest of the CLI): 0 every trial ran, 1 some trial raised, 2 bad input (one line, listing the
+valid names), 130 interrupted (finished trials are stored; rerunning resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+SCALE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smoke": {"workloads": ("digits_mlp", "teacher_regression"), "submissions": ("adamw", "sgd_nesterov"),
+              "trials": 2, "studies": 1},
+    "quick": {"workloads": ("digits_mlp", "teacher_regression", "shapes_cnn"),
+              "submissions": ("adamw", "nadamw", "sgd_momentum", "sgd_nesterov"), "trials": 5, "studies": 2},
+    "full": {"workloads": ("digits_mlp", "teacher_regression", "shapes_cnn", "tiny_lm"),
+             "submissions": ("adamw", "nadamw", "sgd_momentum", "sgd_nesterov", "lion", "diffgrad", "adagradnorm",
+                             "clip_sgd", "program_lion"), "trials": 5, "studies": 3},
+}
+
+
+class BenchUsageError(ValueError):
+    """Bad ``gradlab bench`` input (exit code 2)."""
+
+
+def _names(text: str | None, option: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise BenchUsageError(f"{option} names nothing (omit it for the scale's defaults)")
+    return names
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``bench`` subparser to the CLI's subparsers."""
+    from gradlab.cli import _positive_int, _seed
+
+    p = sub.add_parser("bench", help="AlgoPerf-style training-algorithms benchmark (time-to-target, scores)")
+    p.add_argument("--workloads", default=None, help="comma-separated workload names or package.module:attr")
+    p.add_argument("--submissions", default=None, help="comma-separated submission names or package.module:attr")
+    p.add_argument("--ruleset", choices=("external", "self"), default="external")
+    p.add_argument("--scale", choices=tuple(SCALE_DEFAULTS), default="quick", help="default sizes (default: quick)")
+    p.add_argument("--trials", type=_positive_int, default=None, help="trials per study (external tuning)")
+    p.add_argument("--studies", type=_positive_int, default=None, help="studies per workload")
+    p.add_argument("--clock", choices=("wall", "process"), default="wall",
+                   help="wall time (AlgoPerf) or CPU time of the process (robust on a shared machine)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", type=Path, default=Path("report") / "bench", help="output directory")
+    p.add_argument("--force", action="store_true", help="rerun trials that are already stored")
+    return p
+
+
+def run_command(args: argparse.Namespace, console: Any) -> int:
+    """Run ``gradlab bench``; raise :class:`BenchUsageError` on bad input."""
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from gradlab.bench.loading import UnknownNameError, load_submission, load_workload
+    from gradlab.bench.runner import run_bench, write_outputs
+
+    defaults = SCALE_DEFAULTS[args.scale]
+    if args.out.exists() and not args.out.is_dir():
+        raise BenchUsageError(f"--out {args.out} exists and is not a directory")
+    try:
+        workloads = [load_workload(n) for n in (_names(args.workloads, "--workloads") or defaults["workloads"])]
+        submissions = [load_submission(n) for n in (_names(args.submissions, "--submissions")
+                                                    or defaults["submissions"])]
+    except (UnknownNameError, TypeError) as err:
+        raise BenchUsageError(str(err)) from None
+    for kind, names in (("--workloads", [w.name for w in workloads]), ("--submissions", [s.name for s in submissions])):
+        if len(set(names)) != len(names):
+            raise BenchUsageError(f"{kind} names a {kind[2:-1]} twice: {', '.join(names)}")
+    trials = args.trials or defaults["trials"]
+    studies = args.studies or defaults["studies"]
+    if args.ruleset == "self" and args.trials:
+        raise BenchUsageError("--trials applies to --ruleset external only (self-tuning runs one trial per study)")
+    torch.set_num_threads(1)
+    console.print(f"bench: {len(workloads)} workload(s) x {len(submissions)} submission(s), {args.ruleset} tuning, "
+                  f"{trials if args.ruleset == 'external' else 1} trial(s) x {studies} studies -> {args.out}")
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("trials", total=None)
+
+        def on_progress(done: int, total: int, key: str) -> None:
+            progress.update(task, completed=done, total=total, description=f"trials {key[:50]}")
+
+        result = run_bench(workloads, submissions, ruleset=args.ruleset, n_trials=trials, n_studies=studies,
+                           seed=args.seed, out_dir=args.out, force=args.force, progress=on_progress,
+                           clock=args.clock)
+    paths = write_outputs(result, args.out)
+    table = Table(title=f"gradlab bench ({args.ruleset} tuning): ranking by benchmark score")
+    for col in ("rank", "submission", "score (time)", "score (steps)", *[f"{w} s / steps" for w in result.workloads]):
+        table.add_column(col, justify="right" if col != "submission" else "left")
+    order = sorted(range(len(result.submissions)), key=lambda i: -result.scores[i])
+    for r, i in enumerate(order, 1):
+        cells = []
+        for j in range(len(result.workloads)):
+            t, s = result.times[i, j], result.steps[i, j]
+            cells.append("∞" if t == float("inf") else f"{t:.3f} / {s:.0f}")
+        table.add_row(str(r), result.submissions[i], f"{result.scores[i]:.3f}", f"{result.step_scores[i]:.3f}", *cells)
+    console.print(table)
+    console.print(f"{len(result.trials)} trials ({result.resumed} resumed from {args.out / 'trials'}); "
+                  f"wrote {paths['markdown']}, {paths['figure']}, {paths['json']}")
+    if result.errors:
+        console.print(f"[red]{len(result.errors)} trial(s) raised[/]; first: {result.errors[0]}")
+        return 1
+    return 0
