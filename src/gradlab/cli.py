@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="gradlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gradlab {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors (and debug log messages)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print the library's log messages (logger 'gradlab', level INFO) to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     lst = sub.add_parser("list", help="list all seed papers and whether their claims are implemented")
@@ -291,11 +293,25 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _configure_logging(verbose: bool, debug: bool) -> None:
+    """Route the ``gradlab`` logger to stderr at INFO (``--verbose``) or DEBUG (``--debug``); silent otherwise."""
+    if not (verbose or debug):
+        return
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("gradlab")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args._only_given = any(a == "--only" or a.startswith("--only=") for a in argv)
+    _configure_logging(verbose=args.verbose, debug=args.debug)
     console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         if args.command == "list":

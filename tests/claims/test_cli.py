@@ -28,14 +28,17 @@ def test_bad_scale_workers_and_address_exit_2(demo_env):
 
 def test_reproduce_then_report(demo_env):
     common = ["--store", str(demo_env["store"]), "--out", str(demo_env["out"])]
-    out = gradlab_cli("reproduce", "--only", "demo", "--scale", "smoke", "--workers", "2", *common, env=demo_env["env"])
+    out = gradlab_cli("--verbose", "reproduce", "--only", "demo", "--scale", "smoke", "--workers", "2", *common,
+                      env=demo_env["env"])
     assert out.returncode == 3, out.stdout + out.stderr  # demo has crashing claims by design (exit 3)
+    assert "gradlab.claims.runner INFO: demo/" in out.stderr  # --verbose routes the library's log to stderr
     for status in ("passed", "failed", "error", "timeout"):
         assert status in out.stdout
     assert (demo_env["out"] / "index.html").exists() and (demo_env["out"] / "REPORT.md").exists()
     (demo_env["out"] / "index.html").unlink()
     rep = gradlab_cli("report", *common, env=demo_env["env"])
     assert rep.returncode == 0, rep.stderr
+    assert "INFO" not in rep.stderr  # silent by default
     assert (demo_env["out"] / "index.html").exists()
 
 
