@@ -11,7 +11,7 @@ WORKERS ?= 2
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: reproduce test report clean-venv
+.PHONY: reproduce test test-compat report docs clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,26 @@ report: $(VENV)/.stamp-main
 # pytest exit code 5 ("no tests collected") is not a failure.
 test: $(VENV)/.stamp-test
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+$(VENV)/.stamp-docs: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) install -c constraints.txt -e ".[docs]"
+	touch $@
+
+# The API reference and one page per paper, built offline into docs/_build/html; any warning fails the build.
+docs: $(VENV)/.stamp-docs
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m sphinx -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
+# Not part of CI: reruns tests/generative on transformers >= 5 and the newest diffusers in a second venv
+# (torch/torchvision pinned as in constraints.txt, the rest unpinned and upgraded).
+COMPAT_VENV ?= .venv-compat
+test-compat:
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	grep -E '^(torch|torchvision)==' constraints.txt > $(COMPAT_VENV)/constraints-torch.txt
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --upgrade -c $(COMPAT_VENV)/constraints-torch.txt -e . \
+	    "transformers>=5" diffusers safetensors pytest pytest-timeout hypothesis pytorch-msssim scikit-image
+	OMP_NUM_THREADS=1 $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/generative $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
