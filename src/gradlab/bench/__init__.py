@@ -9,6 +9,7 @@ rules v0.6 of ``mlcommons/algorithmic-efficiency``), re-implemented for PyTorch 
 * :mod:`~gradlab.bench.timing`: one trial under the timing protocol (eval off the clock);
 * :mod:`~gradlab.bench.scoring`: performance profiles and the benchmark score;
 * :mod:`~gradlab.bench.runner`: planning, resumable storage (one atomic JSON file per trial), outputs;
+* :mod:`~gradlab.bench.targets`: AlgoPerf's target-setting procedure (``gradlab bench --set-targets``);
 * :mod:`~gradlab.bench.loading`: names, ``package.module:attr`` paths and entry points.
 
 Bring your own optimizer (``mypkg/opt.py``) and ask which optimizer to use on your workload::
@@ -36,9 +37,11 @@ _EXPORTS = {
     "scoring": ("benchmark_scores", "performance_profile", "performance_ratios"),
     "submission": ("BASELINES", "OptimizerSubmission", "Submission", "builtin_submissions", "check_submission",
                    "warmup_cosine"),
+    "targets": ("apply_targets", "load_targets", "set_targets", "write_targets"),
     "timing": ("TrialResult", "run_trial"),
     "tuning": ("Param", "halton_points", "study_plan", "workload_time"),
-    "workloads": ("BUILTIN_WORKLOADS", "DigitsMLP", "ShapesCNN", "TeacherRegression", "TinyLM", "Workload"),
+    "workloads": ("BUILTIN_WORKLOADS", "DigitsMLP", "DigitsWideMLP", "GraphGNN", "ShapesCNN", "TeacherRegression",
+                  "TeacherWideRegression", "TinyLM", "Workload"),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
@@ -50,8 +53,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'gradlab.bench' has no attribute {name!r}")
 
 
-__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "DigitsMLP", "OptimizerSubmission", "Param", "ShapesCNN",
-           "Submission", "TeacherRegression", "TinyLM", "TrialResult", "TrialSpec", "Workload", "available_submissions",
-           "available_workloads", "benchmark_scores", "builtin_submissions", "check_submission", "halton_points",
-           "load_submission", "load_workload", "performance_profile", "performance_ratios", "plan_trials",
-           "run_bench", "run_trial", "study_plan", "warmup_cosine", "workload_time", "write_outputs"]
+__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "DigitsMLP", "DigitsWideMLP", "GraphGNN", "OptimizerSubmission", "Param",
+           "ShapesCNN", "Submission", "TeacherRegression", "TeacherWideRegression", "TinyLM", "TrialResult", "TrialSpec",
+           "Workload", "apply_targets", "available_submissions", "available_workloads", "benchmark_scores",
+           "builtin_submissions", "check_submission", "halton_points", "load_submission", "load_targets",
+           "load_workload", "performance_profile", "performance_ratios", "plan_trials", "run_bench", "run_trial",
+           "set_targets", "study_plan", "warmup_cosine", "workload_time", "write_outputs", "write_targets"]

@@ -50,6 +50,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=Path, default=Path("report") / "bench", help="output directory")
     p.add_argument("--force", action="store_true", help="rerun trials that are already stored")
+    p.add_argument("--backend", choices=("sequential", "local", "ray"), default="sequential",
+                   help="run trials in this process, in --workers local processes, or as Ray tasks")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (local) / Ray CPUs (ray)")
+    p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    p.add_argument("--targets", type=Path, default=None,
+                   help="a targets.json (from --set-targets) whose validation targets replace the built-in ones")
+    p.add_argument("--set-targets", action="store_true",
+                   help="run AlgoPerf's target-setting procedure with the 4 baselines (--trials Halton trials each, "
+                        "the best configuration rerun --reruns times; median best validation) and write "
+                        "OUT/targets.json instead of benchmarking")
+    p.add_argument("--reruns", type=_positive_int, default=3, help="reruns of the best configuration (--set-targets)")
     return p
 
 
@@ -74,6 +85,18 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
     for kind, names in (("--workloads", [w.name for w in workloads]), ("--submissions", [s.name for s in submissions])):
         if len(set(names)) != len(names):
             raise BenchUsageError(f"{kind} names a {kind[2:-1]} twice: {', '.join(names)}")
+    if args.address and args.backend != "ray":
+        raise BenchUsageError("--address applies to --backend ray only")
+    if args.targets is not None:
+        from gradlab.bench.targets import apply_targets, load_targets
+
+        try:
+            targets = load_targets(args.targets)
+        except ValueError as err:
+            raise BenchUsageError(str(err)) from None
+        apply_targets(workloads, targets)
+    if args.set_targets:
+        return _set_targets(args, workloads, console)
     trials = args.trials or defaults["trials"]
     studies = args.studies or defaults["studies"]
     if args.ruleset == "self" and args.trials:
@@ -91,8 +114,8 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
 
         result = run_bench(workloads, submissions, ruleset=args.ruleset, n_trials=trials, n_studies=studies,
                            seed=args.seed, out_dir=args.out, force=args.force, progress=on_progress,
-                           clock=args.clock)
-    paths = write_outputs(result, args.out)
+                           clock=args.clock, backend=args.backend, workers=args.workers, address=args.address)
+    paths = write_outputs(result, args.out, workloads)
     table = Table(title=f"gradlab bench ({args.ruleset} tuning): ranking by benchmark score")
     for col in ("rank", "submission", "score (time)", "score (steps)", *[f"{w} s / steps" for w in result.workloads]):
         table.add_column(col, justify="right" if col != "submission" else "left")
@@ -105,8 +128,33 @@ def run_command(args: argparse.Namespace, console: Any) -> int:
         table.add_row(str(r), result.submissions[i], f"{result.scores[i]:.3f}", f"{result.step_scores[i]:.3f}", *cells)
     console.print(table)
     console.print(f"{len(result.trials)} trials ({result.resumed} resumed from {args.out / 'trials'}); "
-                  f"wrote {paths['markdown']}, {paths['figure']}, {paths['json']}")
+                  f"wrote {paths['html']}, {paths['markdown']}, {paths['figure']}, {paths['json']}")
     if result.errors:
         console.print(f"[red]{len(result.errors)} trial(s) raised[/]; first: {result.errors[0]}")
         return 1
+    return 0
+
+
+def _set_targets(args: argparse.Namespace, workloads: list, console: Any) -> int:
+    """``--set-targets``: :func:`gradlab.bench.targets.set_targets` with the 4 baselines -> ``OUT/targets.json``."""
+    import torch
+
+    from gradlab.bench.submission import BASELINES, builtin_submissions
+    from gradlab.bench.targets import set_targets, write_targets
+
+    if args.submissions is not None:
+        raise BenchUsageError("--set-targets uses AlgoPerf's 4 target-setting baselines; omit --submissions")
+    torch.set_num_threads(1)
+    subs = builtin_submissions()
+    n_trials = args.trials or 5
+    console.print(f"set-targets: {len(workloads)} workload(s) x {len(BASELINES)} baselines x {n_trials} trials, best "
+                  f"configuration rerun {args.reruns}x -> {args.out / 'targets.json'}")
+    clock = args.clock
+    records = set_targets(workloads, [subs[n]() for n in BASELINES], n_trials=n_trials, n_reruns=args.reruns,
+                          seed=args.seed, clock=clock)
+    path = write_targets(args.out / "targets.json", records)
+    for name, rec in records.items():
+        console.print(f"{name}: target {rec['metric']} {rec['target']:.4g} (best configuration: {rec['submission']}; "
+                      f"rerun best values {', '.join(f'{v:.4g}' for v in rec['rerun_best_validation'])})")
+    console.print(f"wrote {path}; use it with --targets {path}")
     return 0

@@ -29,6 +29,7 @@ from gradlab.bench.submission import Submission, check_submission
 from gradlab.bench.timing import CLOCKS, EvalFn, TrialResult, run_trial
 from gradlab.bench.tuning import RULESETS, SELF_TUNING_BUDGET_FACTOR, study_plan, workload_time
 from gradlab.bench.workloads import Workload
+from gradlab.core.parallel import MAP_BACKENDS, make_unordered_map
 from gradlab.core.validation import check_choice, check_int
 
 ProgressFn = Callable[[int, int, str], None]
@@ -41,7 +42,7 @@ def _derive_seed(*parts: int | str) -> int:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """What defines one trial; its :attr:`fingerprint` keys the stored result."""
+    """What defines one trial; its ``fingerprint`` keys the stored result."""
 
     workload: str
     submission: str
@@ -51,6 +52,7 @@ class TrialSpec:
     seed: int
     budget_factor: float
     clock: str = "wall"
+    target: float = math.nan  # the workload's validation target (a changed target reruns the trial)
 
     @property
     def key(self) -> str:
@@ -59,7 +61,7 @@ class TrialSpec:
     @property
     def fingerprint(self) -> str:
         text = json.dumps([self.workload, self.submission, self.study, self.trial, self.hyperparameters, self.seed,
-                           self.budget_factor, self.clock], sort_keys=True, default=repr)
+                           self.budget_factor, self.clock, repr(float(self.target))], sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -84,7 +86,8 @@ def plan_trials(workloads: Sequence[Workload], submissions: Sequence[Submission]
             for k, points in enumerate(plan):
                 for i, hp in enumerate(points):
                     specs.append(TrialSpec(wl.name, sub.name, k, i, dict(hp),
-                                           _derive_seed(seed, wl.name, sub.name, k, i), factor, clock))
+                                           _derive_seed(seed, wl.name, sub.name, k, i), factor, clock,
+                                           float(wl.validation_target)))
     return specs
 
 
@@ -196,11 +199,18 @@ def aggregate(study_values: np.ndarray) -> np.ndarray:
 def run_bench(workloads: Sequence[Workload], submissions: Sequence[Submission], *, ruleset: str = "external",
               n_trials: int = 5, n_studies: int = 3, seed: int = 0, out_dir: str | Path | None = None,
               force: bool = False, eval_fn: EvalFn | None = None, progress: ProgressFn | None = None,
-              clock: str = "wall") -> BenchResult:
+              clock: str = "wall", backend: str = "sequential", workers: int = 1,
+              address: str | None = None) -> BenchResult:
     """Plan, run (skipping trials already stored under ``out_dir`` unless ``force``) and aggregate a benchmark.
 
     ``clock``: ``"wall"`` (AlgoPerf) or ``"process"`` (CPU time of this process; see :mod:`gradlab.bench.timing`).
+    ``backend``/``workers``/``address``: how trials run (:func:`gradlab.core.parallel.make_unordered_map`):
+    ``"sequential"`` in this process, ``"local"`` in ``workers`` single-thread processes, ``"ray"`` as Ray tasks
+    (on the cluster at ``address``). In the parallel backends each trial builds its model in the worker process;
+    results are stored as they finish. ``eval_fn`` must then be picklable.
     """
+    check_choice("backend", backend, MAP_BACKENDS)
+    check_int("workers", workers, minimum=1)
     workloads, submissions = list(workloads), list(submissions)
     if not workloads or not submissions:
         raise ValueError("workloads and submissions must each be non-empty")
@@ -222,29 +232,48 @@ def run_bench(workloads: Sequence[Workload], submissions: Sequence[Submission], 
     per_study = 1 if ruleset == "self" else n_trials
     st = np.full((len(submissions), len(workloads), n_studies, per_study), np.inf)
     ss = np.full_like(st, np.inf)
-    for done, spec in enumerate(specs):
-        result = store.get(spec) if (store is not None and not force) else None
-        if result is not None:
+    results: list[TrialResult | None] = [None] * len(specs)
+    todo = []
+    for n, spec in enumerate(specs):
+        stored = store.get(spec) if (store is not None and not force) else None
+        if stored is not None:
+            results[n] = stored
             res.resumed += 1
         else:
-            try:
-                result = run_trial(wl_by[spec.workload], sub_by[spec.submission], spec.hyperparameters, spec.seed,
-                                   budget_factor=spec.budget_factor, eval_fn=eval_fn, clock=spec.clock)
-            except Exception as err:  # noqa: BLE001 - a failing submission loses its trial, not the benchmark
-                result = TrialResult(spec.workload, spec.submission, spec.hyperparameters, spec.seed,
-                                     spec.budget_factor, spec.clock, error=f"{type(err).__name__}: {err}")
-                res.errors.append(f"{spec.key}: {result.error}")
-            else:
-                if store is not None:
-                    store.put(spec, result)
+            todo.append(n)
+    done = res.resumed
+    if progress is not None and done:
+        progress(done, len(specs), "resumed")
+    payloads = [(wl_by[specs[n].workload], sub_by[specs[n].submission], specs[n], eval_fn) for n in todo]
+    for k, result in make_unordered_map(backend, workers, address)(_run_spec, payloads):
+        spec = specs[todo[k]]
+        if result.error:
+            res.errors.append(f"{spec.key}: {result.error}")
+        elif store is not None:
+            store.put(spec, result)  # at once: a stopped bench resumes from here
+        results[todo[k]] = result
+        done += 1
+        if progress is not None:
+            progress(done, len(specs), spec.key)
+    for spec, result in zip(specs, results):
         res.trials.append((spec, result))
         i, j = res.submissions.index(spec.submission), res.workloads.index(spec.workload)
         st[i, j, spec.study, spec.trial] = result.time_to_target
         ss[i, j, spec.study, spec.trial] = result.steps_to_target
-        if progress is not None:
-            progress(done + 1, len(specs), spec.key)
     res.study_times, res.study_steps = st.min(axis=3), ss.min(axis=3)
     return res
+
+
+def _run_spec(payload: tuple[Workload, Submission, TrialSpec, EvalFn | None]) -> TrialResult:
+    """Run one planned trial (in a worker process for the parallel backends); an exception of the submission
+    becomes the result's ``error`` (the trial is lost, not the benchmark)."""
+    workload, submission, spec, eval_fn = payload
+    try:
+        return run_trial(workload, submission, spec.hyperparameters, spec.seed, budget_factor=spec.budget_factor,
+                         eval_fn=eval_fn, clock=spec.clock)
+    except Exception as err:  # noqa: BLE001
+        return TrialResult(spec.workload, spec.submission, spec.hyperparameters, spec.seed, spec.budget_factor,
+                           spec.clock, error=f"{type(err).__name__}: {err}")
 
 
 def profile_figure(result: BenchResult, title: str = ""):
@@ -291,12 +320,42 @@ def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if digits else f"{x:.0f}"
 
 
-def write_outputs(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
-    """``results.json``, ``profile.png`` and ``BENCH.md`` under ``out_dir`` (each written atomically)."""
+def render_html(result: BenchResult, workloads: Sequence[Workload] | None = None,
+                figure: str = "profile.png") -> str:
+    """The bench page (``templates/bench.html.j2``, jinja2 with autoescaping): the ranking table first, then the
+    profile plot and any trial errors. ``workloads`` (optional) adds each workload's metric and target."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("gradlab.bench", "templates"),
+                             autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    by_name = {w.name: w for w in (workloads or ())}
+    wls = [{"name": n, "metric": by_name[n].target_metric_name if n in by_name else "target",
+            "higher_is_better": by_name[n].higher_is_better if n in by_name else True,
+            "target": f"{by_name[n].validation_target:.4g}" if n in by_name else "?"} for n in result.workloads]
+    order = np.argsort(-result.scores, kind="stable")
+    rows = []
+    for r, i in enumerate(order, 1):
+        cells = [{"missed": not math.isfinite(result.times[i, j]),
+                  "text": f"{_fmt(result.times[i, j])} / {_fmt(result.steps[i, j], 0)}"}
+                 for j in range(len(result.workloads))]
+        rows.append({"rank": r, "name": result.submissions[i], "score": f"{result.scores[i]:.3f}",
+                     "step_score": f"{result.step_scores[i]:.3f}", "cells": cells})
+    return env.get_template("bench.html.j2").render(
+        ruleset=result.ruleset, n_trials=result.n_trials, n_studies=result.n_studies, seed=result.seed,
+        workloads=wls, rows=rows, figure=figure, errors=result.errors, n_done=len(result.trials),
+        resumed=result.resumed)
+
+
+def write_outputs(result: BenchResult, out_dir: str | Path,
+                  workloads: Sequence[Workload] | None = None) -> dict[str, Path]:
+    """``results.json``, ``profile.png``, ``BENCH.md`` and ``bench.html`` under ``out_dir`` (each written
+    atomically); ``workloads`` adds metrics and targets to the HTML page."""
     import io
 
     out = Path(out_dir)
-    paths = {"json": out / "results.json", "figure": out / "profile.png", "markdown": out / "BENCH.md"}
+    paths = {"json": out / "results.json", "figure": out / "profile.png", "markdown": out / "BENCH.md",
+             "html": out / "bench.html"}
     write_atomic(paths["json"], json.dumps(result.to_json(), indent=1))
     buf = io.BytesIO()
     profile_figure(result).savefig(buf, format="png", dpi=110)
@@ -308,4 +367,5 @@ def write_outputs(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
     if result.errors:
         md += "\n## Trial errors\n\n" + "\n".join(f"- {e}" for e in result.errors) + "\n"
     write_atomic(paths["markdown"], md)
+    write_atomic(paths["html"], render_html(result, workloads, paths["figure"].name))
     return paths

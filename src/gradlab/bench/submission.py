@@ -15,7 +15,7 @@ parameter types). ``data_selection``, ``update_params`` and ``prepare_for_eval``
 
 :class:`OptimizerSubmission` turns any ``torch.optim.Optimizer`` factory into a submission with AlgoPerf's baseline
 schedule: linear warmup over ``warmup_factor * step_hint`` steps, then cosine decay to 0 at ``step_hint``
-(``algorithms/baselines/*/pytorch_nadamw_full_budget.py``). The built-ins (:data:`BUILTIN_SUBMISSIONS`) wrap torch
+(``algorithms/baselines/*/pytorch_nadamw_full_budget.py``). The built-ins (``BUILTIN_SUBMISSIONS``) wrap torch
 AdamW, NAdamW (``torch.optim.NAdam(decoupled_weight_decay=True)``, whose momentum-decay schedule
 ``mu_t = beta1 (1 - 0.5 * 0.96^(t psi))`` AlgoPerf's NAdamW does not have), SGD heavy-ball and Nesterov, and
 gradlab's Lion, DiffGrad, AdaGradNorm, ``coordinate_clip(SGD)`` and ``ProgramOptimizer(lion_program())``.

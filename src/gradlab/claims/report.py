@@ -75,7 +75,7 @@ class PaperLine:
 
 
 def paper_status(entry: PaperEntry, claim_statuses: list[str]) -> str:
-    """Aggregate claim statuses into one of :data:`PAPER_STATUSES`.
+    """Aggregate claim statuses into one of ``PAPER_STATUSES``.
 
     A paper is *reproduced* only if every claim passed; inconclusive never counts as reproduced. Some passed and
     some not: *partial*. None passed: *error* if one raised or timed out, else *not reproduced* if one failed,

@@ -50,7 +50,7 @@ class Paper:
     Attributes:
         key: the name used by the CLI, the store and the report (``lr-batch-rmt``).
         title: the paper's full title.
-        cluster: one of :data:`CLUSTERS`.
+        cluster: one of ``CLUSTERS``.
         arxiv: the arXiv identifier where known (``"2302.06675"``), else ``None``.
         components: dotted module paths of the library code the claims exercise; their source enters the
             code fingerprint, so evidence is rerun when they change.

@@ -15,8 +15,8 @@
    moves only between its two neighbouring codewords. The paper's mapping-gradient estimator is unpublished;
    this is our reading of its "proximal search", not the authors' formula.
 
-After :meth:`JLCM.fit`, :attr:`JLCM.compressed_` is the :class:`~gradlab.compression.model.CompressedModel`
-(``.to_module()`` gives a normal ``nn.Module``, ``.storage()`` its bytes) and :attr:`JLCM.initial_` the same
+After :meth:`JLCM.fit`, ``compressed_`` is the :class:`~gradlab.compression.model.CompressedModel`
+(``.to_module()`` gives a normal ``nn.Module``, ``.storage()`` its bytes) and ``initial_`` the same
 grouping with the k-means initialisation only (step 3 skipped), for ablations. The input model is not modified.
 """
 
@@ -119,8 +119,8 @@ class JLCM:
 
     def fit(self, model: nn.Module, calibration_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> "JLCM":
         """Compress ``model`` (not modified) using ``calibration_inputs`` (a tensor or a tuple of the model's
-        positional inputs, batch first). Sets :attr:`compressed_`, :attr:`initial_`, :attr:`permutations_`,
-        :attr:`not_reordered_` and :attr:`layer_errors_`; returns ``self``."""
+        positional inputs, batch first). Sets ``compressed_``, ``initial_``, ``permutations_``,
+        ``not_reordered_`` and ``layer_errors_``; returns ``self``."""
         check_type("model", model, nn.Module)
         names = compressible_layers(model, self.layers)
         inputs = validate_inputs(calibration_inputs)

@@ -137,7 +137,7 @@ class StorageReport:
 
     @property
     def bits_per_weight(self) -> float:
-        """Measured rate of the compressed layers: ``8·compressed_bytes / compressed_weights``."""
+        """Measured rate of the compressed layers, ``8·compressed_bytes / compressed_weights``."""
         return 8 * self.compressed_bytes / self.compressed_weights
 
 
@@ -166,7 +166,7 @@ class CompressedModel:
         self._module: nn.Module | None = None
 
     def to_module(self) -> nn.Module:
-        """A new plain ``nn.Module`` (a copy of :attr:`reference`) with every compressed weight replaced by its
+        """A new plain ``nn.Module`` (a copy of ``reference``) with every compressed weight replaced by its
         decoded value, in the layer's own dtype and device."""
         module = copy.deepcopy(self.reference)
         with torch.no_grad():
@@ -196,7 +196,7 @@ class CompressedModel:
                              other_bytes=other, per_layer=per_layer)
 
     def storage_bytes(self) -> int:
-        """Total bytes: :attr:`StorageReport.total_bytes`."""
+        """Total bytes (``StorageReport.total_bytes`` of :meth:`storage`)."""
         return self.storage().total_bytes
 
     def __repr__(self) -> str:

@@ -163,7 +163,7 @@ class CompressedWeight:
 
     @property
     def nbytes(self) -> int:
-        """Bytes actually stored: packed indices plus the fp16 tables."""
+        """Bytes actually stored, packed indices plus the fp16 tables."""
         return sum(t.numel() * t.element_size() for t in (self.packed, self.codebooks, self.scales, self.offsets)
                    if t is not None)
 

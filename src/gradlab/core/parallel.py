@@ -14,7 +14,7 @@ five idle minutes or when this process dies.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], list]
 MAP_BACKENDS = ("sequential", "local", "ray")
@@ -93,7 +93,7 @@ def ray_map(address: str | None = None, workers: int | None = None) -> MapFn:
 
 
 def make_map(backend: str = "sequential", workers: int = 1, address: str | None = None) -> MapFn:
-    """The map function for ``backend`` in :data:`MAP_BACKENDS`."""
+    """The map function for ``backend`` in ``MAP_BACKENDS``."""
     if backend not in MAP_BACKENDS:
         raise ValueError(f"backend must be one of {MAP_BACKENDS}; got {backend!r}")
     if backend == "sequential":
@@ -108,3 +108,56 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int; got {size!r}")
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+UnorderedMapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[tuple[int, Any]]]
+
+
+def make_unordered_map(backend: str = "sequential", workers: int = 1, address: str | None = None) -> UnorderedMapFn:
+    """Like :func:`make_map`, but the map yields ``(index, result)`` pairs as the items finish (in any order), so a
+    caller can store each result at once. An exception of ``fn`` is raised from the iterator when its item's turn
+    comes; the local backend uses the same reusable pool as :func:`local_map`."""
+    if backend not in MAP_BACKENDS:
+        raise ValueError(f"backend must be one of {MAP_BACKENDS}; got {backend!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int; got {workers!r}")
+
+    def sequential(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+        for i, item in enumerate(items):
+            yield i, fn(item)
+
+    def local(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+        items = list(items)
+        if len(items) <= 1 or workers == 1:
+            yield from sequential(fn, items)
+            return
+        from concurrent.futures import as_completed
+
+        from joblib.externals.loky import get_reusable_executor
+
+        pool = get_reusable_executor(max_workers=workers, timeout=300, initializer=_single_thread_worker,
+                                     reuse=True)
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        try:
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def ray(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+        import ray as _ray
+
+        ray_init(address, None if address else workers)
+        remote = _ray.remote(num_cpus=1, max_retries=0)(_apply)
+        refs = {remote.remote(fn, item): i for i, item in enumerate(items)}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = _ray.wait(pending, num_returns=1)
+                yield refs[done[0]], _ray.get(done[0])
+        finally:
+            for ref in pending:
+                _ray.cancel(ref)
+
+    return {"sequential": sequential, "local": local, "ray": ray}[backend]

@@ -21,13 +21,13 @@ Softmax of every row of a float32 array, :math:`y_i = e^{x_i} / \sum_j e^{x_j}`,
 
 Memory traffic (the physical limit out of cache; float32, 4 bytes per element read or written):
 
-============================  ======  ==================================  ==============================
+============================  ======  ===================================  ================================
 kernel                        passes  bytes per element (streaming store)  with write-allocate (plain store)
-============================  ======  ==================================  ==============================
-two-pass                      2       12 (R x; R x + W y)                  16
-three-pass, recomputing       3       16 (R x; R x; R x + W y)             20
-three-pass, reloading         3       20 (R x; R x + W y; R y + W y)       24
-============================  ======  ==================================  ==============================
+============================  ======  ===================================  ================================
+two-pass                      2       12 (R x; R x + W y)                   16
+three-pass, recomputing       3       16 (R x; R x; R x + W y)              20
+three-pass, reloading         3       20 (R x; R x + W y; R y + W y)        24
+============================  ======  ===================================  ================================
 
 so a bandwidth-bound two-pass kernel can be at most 16/12 = 1.33x (20/16 = 1.25x with write-allocate) faster than
 the recomputing and 20/12 = 1.67x (24/16 = 1.5x) faster than the reloading three-pass kernel; in cache, where the
@@ -61,7 +61,7 @@ KERNEL_BYTES_PER_ELEMENT: dict[str, tuple[int, int]] = {
     "three_pass_recompute": (16, 20),
     "three_pass_reload": (20, 24),
 }
-"""DRAM bytes per element of each kernel: (with streaming stores, with write-allocate on plain stores)."""
+"""DRAM bytes per element of each kernel, as (with streaming stores, with write-allocate on plain stores)."""
 
 
 def _numba_module():

@@ -260,7 +260,8 @@ def ichol0(A: Any) -> IncompleteCholesky:
     preconditioner's applications are compiled sparse triangular solves.
 
     Raises:
-        TypeError / ValueError: ``A`` is not a real square symmetric matrix, or holds NaN/inf.
+        TypeError: ``A`` is not a real square symmetric matrix.
+        ValueError: ``A`` is not square or symmetric, or holds NaN/inf.
         ValueError: a non-positive pivot (``A`` is not SPD, or IC(0) breaks down for it), naming the row.
     """
     M = _symmetric_csr("A", A)

@@ -7,21 +7,40 @@ performance profile, and on such a benchmark "non-trivial gaps between methods e
 Claim ``protocol_and_baseline_gaps``, at small scale (research notes §6; ``gradlab.bench``):
 
 1. the score reproduces AlgoPerf's definition: the reference tables of research §6.6 to 5e-5;
-2. the four target-setting baselines (AdamW, NAdamW, SGD heavy-ball, SGD Nesterov), externally tuned (5
-   scrambled-Halton trials per study, median over studies of each study's best time), separate: the gap between
-   the best and the worst benchmark score has a 95% bootstrap CI over studies (studies resampled with replacement,
-   the whole median/score pipeline recomputed) with low >= 0.1, and the gap exceeds the score difference between
-   AdamW and an identical *placebo* copy of AdamW (own Halton points and seeds) in the same bench, i.e. the
-   protocol's own noise (CI low of gap - placebo difference > 0);
-3. evaluation is off the clock: each (submission, workload)'s best study-0 trial is rerun 3 times with the normal
-   evaluation and 3 times with one 10x slower (interleaved, after warm-up); steps-to-target never changes and the
-   median time-to-target moves by at most one eval period of clock.
+2. the four target-setting baselines (AdamW, NAdamW, SGD heavy-ball, SGD Nesterov), externally tuned (scrambled-
+   Halton trials per study, median over studies of each study's best time), separate: the gap between the best and
+   the worst benchmark score has a 95% bootstrap CI over studies (studies resampled with replacement, the whole
+   median/score pipeline recomputed) with low >= 0.1, and the gap exceeds the score difference between AdamW and
+   an identical *placebo* copy of AdamW (own Halton points and seeds) in the same bench, i.e. the protocol's own
+   noise (CI low of gap - placebo difference > 0);
+3. evaluation is off the clock: each baseline's best study-0 trial on each workload is rerun 2 times with the normal
+   evaluation and 2 times with one 10x slower (interleaved); steps-to-target never changes and the median
+   time-to-target moves by at most one eval period of clock.
 
-Workloads (quick): ``digits_mlp`` and ``teacher_regression``. Times are seconds of single-thread submission time
-measured as the process's CPU time (``clock="process"``): AlgoPerf measures wall time on a machine the trial has to
-itself, and this machine is shared, so wall time would measure the other jobs. The slow eval of (3) is a busy loop,
-so it would show on this clock if it leaked into it. The verdict is decided on time; the same statistics by
-steps-to-target are reported.
+Preconditions on timing resolution (an experiment whose clock cannot resolve the checks is *inconclusive*, not
+failed): over the original trial and its normal-eval reruns (3 runs of the same trial, same seed), (a) the spread
+max - min of time-to-target is <= 0.5 eval period, so check 3 resolves one period; (b) the relative spread
+(max - min) / median is <= 0.05: a score is B_s = sum_w max(0, 4 - r_sw) / (3W), so a relative clock error e on a
+time and on the fastest time moves it by at most sum_w 2 r_sw e / (3W), <= 0.067 at the worst ratio 4 and about
+0.02-0.03 at ratios 1-2, below the 0.1 gap of check 2.
+
+Workloads (quick): ``digits_mlp_wide`` (MLP 64-1024-1024-10) and ``teacher_regression_wide`` (MLP 16-768-768-1),
+the issue's two quick workloads widened so that a best trial reaches its target in about a second of one core and
+an eval period (10 and 20 steps) is ~0.1 s (the clock's run-to-run noise was expected to be tens of ms; on the
+shared 2-core machine the first quick run measured 14-25% between runs of one trial, which the preconditions
+catch); their targets were set by
+``gradlab.bench.targets.set_targets`` (AlgoPerf's procedure, scaled: 4 baselines x 5 Halton trials, the best
+configuration rerun 3x, median best validation). The 64-128-10 ``digits_mlp`` reached its target in 15-90 ms with
+a ~4 ms eval period, so reruns of one trial spread by up to 9 eval periods (see the revision). Each trial now costs
+~1-3 s instead of ~0.05 s, so to stay near the 3 min quick budget on one thread the quick bench runs 3 trials x 3
+studies (the issue's 5 x 2 gives a bootstrap over 2 studies, which has 3 distinct resamples) and the slow-eval
+reruns cover the 4 baselines (not the placebo) with 2 + 2 reruns. Smoke uses the small workloads (plumbing only;
+its timing preconditions are expected to fail).
+
+Times are seconds of single-thread submission time measured as the process's CPU time (``clock="process"``):
+AlgoPerf measures wall time on a machine the trial has to itself, and this machine is shared, so wall time would
+measure the other jobs. The slow eval of (3) is a busy loop, so it would show on this clock if it leaked into it.
+The verdict is decided on time; the same statistics by steps-to-target are reported.
 """
 
 from __future__ import annotations
@@ -37,7 +56,7 @@ from gradlab.bench.scoring import benchmark_scores, performance_profile, tau_gri
 from gradlab.bench.submission import BASELINES, builtin_submissions
 from gradlab.bench.timing import run_trial
 from gradlab.bench.workloads import BUILTIN_WORKLOADS
-from gradlab.claims import Check, ClaimRun, Evidence, Interval, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Interval, Paper, Revision, claim
 
 PAPER = Paper(
     key="algoperf",
@@ -50,12 +69,35 @@ PAPER = Paper(
     statement=("Training algorithms are compared by time-to-target on fixed workloads with evaluation off the clock, "
                "a fixed tuning ruleset and the area under the performance profile, and on this benchmark non-trivial "
                "gaps between methods exist."),
+    revisions=(
+        Revision(
+            claim="protocol_and_baseline_gaps",
+            date="2026-12-02",
+            old=("quick: digits_mlp (64-128-10) and teacher_regression (16-64-64-1), 5 trials x 6 studies; criterion "
+                 "(1)-(3) as now, the slow-eval check on all 5 submissions with 3 + 3 reruns; no precondition on the "
+                 "clock's resolution"),
+            new=("quick: digits_mlp_wide (64-1024-1024-10) and teacher_regression_wide (16-768-768-1) with targets "
+                 "from AlgoPerf's target-setting procedure (scaled), 3 trials x 3 studies, slow-eval check on the 4 "
+                 "baselines with 2 + 2 reruns; criterion (1)-(3) unchanged; new preconditions: over the 3 runs of "
+                 "each rerun trial, time-to-target spread <= 0.5 eval period and relative spread <= 0.05"),
+            reason=("The quick workloads reached their targets in 15-90 ms with an eval period of ~4 ms, so reruns of "
+                    "the same trial spread by up to 9 eval periods: the time-based checks (2) and (3) measured clock "
+                    "noise of our own construction (the issue asks for workloads of 10-60 s, and time to target must be "
+                    ">> timing noise). The workloads were made larger and an unresolvable clock now makes the verdict "
+                    "inconclusive instead of failed; the thresholds of (2) and (3) are unchanged."),
+            old_result=("not reproduced, twice: best - worst gap CI 0.263 [0.129, 0.480] and slow-eval shift 1.69 eval "
+                        "periods (first run); gap CI low 0.058 ([0.058, 0.404]) and slow-eval shift 8.34 eval periods "
+                        "(second run)"),
+        ),
+    ),
 )
 
 GAP_MIN = 0.1
 SCORE_TOL = 5e-5
 EVAL_SLOWDOWN = 10.0
-EVAL_REPEATS = 3
+EVAL_REPEATS = 2
+MAX_SPREAD_PERIODS = 0.5
+MAX_REL_SPREAD = 0.05
 CLOCK = "process"
 REFERENCES = (([[1.0, 2.0], [2.0, 1.0]], [0.83586, 0.83586]),
               ([[1.0, 1.0, math.inf], [1.5, 3.0, 2.0], [5.0, 1.2, 1.0]], [0.66667, 0.61448, 0.64478]))
@@ -79,12 +121,13 @@ def _bootstrap(stat, study: np.ndarray, n_resamples: int, seed: int) -> tuple[fl
 
 @claim(paper=PAPER.key, title="AlgoPerf's score reproduces; externally tuned baselines separate by >= 0.1 (beyond an "
        "identical placebo); a 10x slower eval moves no time-to-target by more than one eval period",
-       timeouts={"smoke": 120, "quick": 400})
+       timeouts={"smoke": 120, "quick": 600})
 def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
-    wl_names = run.pick(smoke=("digits_mlp", "teacher_regression"), quick=("digits_mlp", "teacher_regression"),
-                        full=("digits_mlp", "teacher_regression", "shapes_cnn"))
-    n_trials = run.pick(smoke=2, quick=5, full=5)
-    n_studies = run.pick(smoke=2, quick=6, full=10)
+    wl_names = run.pick(smoke=("digits_mlp", "teacher_regression"),
+                        quick=("digits_mlp_wide", "teacher_regression_wide"),
+                        full=("digits_mlp_wide", "teacher_regression_wide", "shapes_cnn"))
+    n_trials = run.pick(smoke=2, quick=3, full=5)
+    n_studies = run.pick(smoke=2, quick=3, full=6)
     n_boot = run.pick(smoke=200, quick=2000, full=2000)
     workloads = [BUILTIN_WORKLOADS[n]() for n in wl_names]
     subs = builtin_submissions()
@@ -125,14 +168,14 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
     scores_steps = _scores_from_studies(st_steps[:nb])
     scores_all = _scores_from_studies(st_time)
 
-    # 3. eval off the clock: each (submission, workload)'s best study-0 trial again with a 10x slower eval
+    # 3. eval off the clock: each (baseline, workload)'s best study-0 trial again with a 10x slower eval
     best0 = {}
     for spec, r in res.trials:
-        if spec.study == 0 and r.reached:
+        if spec.study == 0 and r.reached and spec.submission in BASELINES:
             key = (spec.submission, spec.workload)
             if key not in best0 or r.time_to_target < best0[key][1].time_to_target:
                 best0[key] = (spec, r)
-    shifts, signed_shifts, normal_spread, period_clock, step_mismatch = [], [], [], [], 0
+    shifts, signed_shifts, normal_spread, rel_spread, period_clock, step_mismatch = [], [], [], [], [], 0
     by_name = {w.name: w for w in workloads}
     sub_by = {s.name: s for s in submissions + [placebo]}
     for j, ((sname, wname), (spec, r)) in enumerate(sorted(best0.items())):
@@ -157,10 +200,14 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
         period_clock.append(one_period)
         shifts.append(abs(t_slow - t_normal) / one_period if math.isfinite(t_slow) else math.inf)
         signed_shifts.append((t_slow - t_normal) / one_period if math.isfinite(t_slow) else 1e9)
-        spread = np.ptp([x.time_to_target for x in normal])  # run-to-run noise of the clock, for reference
-        normal_spread.append(float(spread / one_period) if math.isfinite(spread) else 1e9)
+        same = [r.time_to_target] + [x.time_to_target for x in normal]  # 3 runs of one trial: the clock's noise
+        spread = float(np.ptp(same)) if all(math.isfinite(x) for x in same) else math.inf
+        normal_spread.append(spread / one_period if math.isfinite(spread) else 1e9)
+        rel_spread.append(spread / float(np.median(same)) if math.isfinite(spread) else 1e9)
         run.progress(0.85 + 0.15 * (j + 1) / len(best0), f"slow eval {sname} {wname}")
     max_shift_periods = max(shifts) if shifts else math.inf
+    max_spread_periods = max(normal_spread) if normal_spread else 1e9
+    max_rel_spread = max(rel_spread) if rel_spread else 1e9
 
     ref_ok = ref_err <= SCORE_TOL
     gap_ok = gap_ci.low >= GAP_MIN
@@ -187,6 +234,9 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
         "slow_eval_steps_mismatches": step_mismatch, "slow_eval_trials": len(best0),
         "slow_eval_signed_shift_eval_periods": dict(zip([f"{a}/{b}" for a, b in sorted(best0)], signed_shifts)),
         "normal_eval_rerun_spread_eval_periods": dict(zip([f"{a}/{b}" for a, b in sorted(best0)], normal_spread)),
+        "normal_eval_rerun_relative_spread": dict(zip([f"{a}/{b}" for a, b in sorted(best0)], rel_spread)),
+        "max_rerun_spread_eval_periods": max_spread_periods, "max_rerun_relative_spread": max_rel_spread,
+        "time_to_target_median_s": float(np.median([r.time_to_target for _, r in best0.values()])) if best0 else 0.0,
         "eval_period_clock_s_median": float(np.median(period_clock)) if period_clock else 0.0,
         "trial_errors": res.errors, "clock": CLOCK,
     }
@@ -235,6 +285,10 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
             "AdamW reaches every workload's target (median over studies finite)": reached_by_adamw,
             "every workload is reached by some baseline": reached_by_any,
             "no trial raised": not res.errors,
+            "timing resolves one eval period (rerun spread of a trial, eval periods)":
+                Check("max spread of 3 runs of one trial", max_spread_periods, "<=", MAX_SPREAD_PERIODS),
+            "timing resolves the score gap (relative rerun spread of a trial)":
+                Check("max (max - min) / median of 3 runs", max_rel_spread, "<=", MAX_REL_SPREAD),
         },
         headline=(Check("best - worst baseline score, CI low", gap_ci.low, ">=", GAP_MIN),
                   Check("gap - placebo difference, CI low", excess_ci.low, ">", 0.0),
@@ -246,10 +300,10 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
                + f" (placebo included in the profile). Gap best - worst (baselines only): time {gap_ci}, steps "
                f"{gap_s_ci}; placebo |AdamW - copy|: time {pd_ci}, steps {pd_s_ci}. Steps-to-target mismatches under "
                f"the slow eval: {step_mismatch}/{len(best0)}; max shift {max_shift_periods:.3g} eval periods (signed, "
-               f"slow - normal: {', '.join(f'{x:+.2f}' for x in signed_shifts)}; max - min of the {EVAL_REPEATS} "
-               f"normal reruns: {', '.join(f'{x:.2f}' for x in normal_spread)} eval periods). Times are "
-               "tens of milliseconds of single-thread process CPU time (one eval period is a few ms), so run-to-run "
-               "clock noise (caches, page faults, a shared machine) is of the order of an eval period; the "
-               "steps-based scores are deterministic for a seed. By time, SGD's cheaper steps can outrank Adam-type "
-               "methods that need fewer steps: compare the two profiles."),
+               f"slow - normal: {', '.join(f'{x:+.2f}' for x in signed_shifts)}; max - min of the original and "
+               f"{EVAL_REPEATS} normal reruns: {', '.join(f'{x:.2f}' for x in normal_spread)} eval periods, "
+               f"relative {', '.join(f'{x:.3f}' for x in rel_spread)}). Median time-to-target of the rerun trials "
+               f"{metrics['time_to_target_median_s']:.3f} s, eval period {metrics['eval_period_clock_s_median']:.3f} s "
+               "of single-thread process CPU time; the steps-based scores are deterministic for a seed. By time, "
+               "SGD's cheaper steps can outrank Adam-type methods that need fewer steps: compare the two profiles."),
     )

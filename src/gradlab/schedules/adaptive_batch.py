@@ -126,7 +126,7 @@ class AdaptiveBatchSize:
 
     Call :meth:`update` with per-sample gradients of the current batch (or :meth:`update_from_model`, which
     computes them with ``torch.func.vmap(grad)`` on at most ``max_test_samples`` samples) after each optimizer
-    step; the test runs every ``test_interval`` calls and :attr:`batch_size` becomes
+    step; the test runs every ``test_interval`` calls and ``batch_size`` becomes
     ``min(max_batch_size, max(batch_size, ceil(required)))``.
 
     Args:

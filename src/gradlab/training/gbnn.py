@@ -20,7 +20,7 @@ expansion of one-hidden-layer sigmoid networks trained one after the other by gr
   :math:`\sum r h / \sum |r|(2 - |r|) h^2` for the binary loss;
   :math:`\sum_{ik} R_{ik} H_{ik} / \sum_i (\sum_k p_{ik} H_{ik}^2 - (\sum_k p_{ik} H_{ik})^2)` (one scalar) for
   the multiclass loss. Then :math:`F \leftarrow F + \rho_t h_t(x)`.
-* :meth:`to_module` assembles one ``nn.Sequential(Linear(d, T·J), Sigmoid(), Linear(T·J, K))`` with the hidden units
+* ``to_module()`` assembles one ``nn.Sequential(Linear(d, T·J), Sigmoid(), Linear(T·J, K))`` with the hidden units
   in round order and output weights :math:`\rho_t V_t` (bias :math:`F_0 + \sum_t \rho_t c_t`), all times 2 for the
   binary loss (so the module returns the log-odds :math:`2F`); keeping the first rounds switches off the
   last-trained units.

@@ -6,7 +6,7 @@ its backward pass only for the weight gradient :math:`\nabla_W = G^\top X = \sum
 k ≪ N re-weighted rows of X and estimates that sum without bias:
 
 * probabilities :math:`p_i = \lVert x_i\rVert\,\lVert g_i\rVert / \sum_j \lVert x_j\rVert\,\lVert g_j\rVert`;
-* the |C| rows of largest p are kept deterministically (weight 1), |C| minimising
+* the :math:`|C|` rows of largest p are kept deterministically (weight 1), :math:`|C|` minimising
   :math:`(1 - \sum_{i\in\text{top-}c} p_i)/(k - c)` over :math:`c = 0, \dots, k-1` (c = 0 is plain CRS);
 * the other :math:`k - |C|` rows are drawn i.i.d. with replacement from p with C zeroed, each with weight
   :math:`(1 - \sum_{i\in C} p_i) / ((k - |C|)\, p_j)`:
@@ -84,7 +84,7 @@ def _check_probs(probs: torch.Tensor) -> torch.Tensor:
 
 
 def deterministic_count(probs: torch.Tensor, k: int) -> int:
-    r"""|C|: the c in {0, ..., k−1} minimising :math:`(1 - \sum_{\text{top-}c} p)/(k - c)` (smallest c on ties).
+    r""":math:`|C|`: the c in {0, ..., k−1} minimising :math:`(1 - \sum_{\text{top-}c} p)/(k - c)` (smallest c on ties).
 
     ``probs`` need not be normalised; ``k`` must not exceed ``len(probs)``.
     """
