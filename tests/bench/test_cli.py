@@ -108,3 +108,20 @@ def test_self_tuning_ruleset_via_cli(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["ruleset"] == "self" and data["n_trials"] == 1 and len(data["trials"]) == 2
     assert all(t["budget_factor"] == 1.5 and t["clock"] == "process" for t in data["trials"])
+
+
+def test_bench_html_leads_with_the_ranking_and_escapes_names(tmp_path):
+    import numpy as np
+
+    from gradlab.bench.runner import BenchResult, write_outputs
+    from tests.bench.helpers import LinearRegressionWorkload
+
+    res = BenchResult(["linreg"], ["<b>evil</b>", "sgd"], "external", 2, 1, 0,
+                      study_times=np.array([[[2.0]], [[1.0]]]), study_steps=np.array([[[20.0]], [[10.0]]]))
+    res.errors.append("x: <script>alert(1)</script>")
+    html = write_outputs(res, tmp_path, [LinearRegressionWorkload()])["html"].read_text()
+    assert "<b>evil</b>" not in html and "&lt;b&gt;evil&lt;/b&gt;" in html and "<script>" not in html
+    assert html.index("Ranking") < html.index("profile.png")
+    ranking = html[html.index("Ranking"):html.index("Performance profiles")]
+    assert ranking.index("sgd") < ranking.index("evil")  # sgd is 2x faster: rank 1
+    assert "mse &le; 0.05" in html and "2.000 / 20" in html

@@ -62,3 +62,49 @@ def test_bad_workload_inputs():
         wl.init_model(1.5)
     with pytest.raises(ValueError, match="n"):
         make_shapes(0, 0)
+
+
+def test_make_graphs_labels_match_networkx():
+    import networkx as nx
+
+    from gradlab.bench.workloads import GraphGNN, make_graphs
+
+    n, e, k = GraphGNN.n_nodes, GraphGNN.n_edges, GraphGNN.n_types
+    x, y = make_graphs(40, 5)
+    assert x.shape == (40, n * k + 2 * e) and y.shape == (40, 4)
+    for g in range(40):
+        edges = x[g, n * k:].long().reshape(e, 2).tolist()
+        G = nx.Graph()
+        G.add_nodes_from(range(n))
+        G.add_edges_from(edges)
+        assert G.number_of_edges() == e  # distinct edges
+        assert bool(y[g, 0]) == (sum(nx.triangles(G).values()) > 0)
+        assert bool(y[g, 1]) == (max(d for _, d in G.degree()) >= 4)
+
+
+def test_graph_gnn_is_permutation_invariant_and_its_map_matches_sklearn():
+    from sklearn.metrics import average_precision_score
+
+    from gradlab.bench.workloads import GraphGNN, mean_average_precision
+
+    wl = GraphGNN()
+    model = wl.init_model(0)
+    x = wl.data[2][:8]
+    n, e, k = wl.n_nodes, wl.n_edges, wl.n_types
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    inv = torch.argsort(perm)
+    feats = x[:, :n * k].reshape(8, n, k)[:, perm].reshape(8, -1)  # node i of the new graph is old node perm[i]
+    edges = inv[x[:, n * k:].long()].float()
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.cat([feats, edges], 1)), model(x), atol=1e-5, rtol=1e-5)
+    s = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    lab = (torch.rand(50, 4, generator=torch.Generator().manual_seed(2)) < 0.4).float()
+    ref = sum(average_precision_score(lab[:, j].numpy(), s[:, j].numpy()) for j in range(4)) / 4
+    assert abs(mean_average_precision(s, lab) - ref) < 1e-12
+
+
+def test_make_graphs_bad_input():
+    from gradlab.bench.workloads import make_graphs
+
+    with pytest.raises(ValueError, match="n_graphs"):
+        make_graphs(0, 0)

@@ -28,7 +28,19 @@ def test_claim_smoke():
     ev = run_claim_inline("algoperf/protocol_and_baseline_gaps", scale="smoke")
     check_evidence(ev, required_metrics=("gap_time", "placebo_diff_time", "gap_minus_placebo_time",
                                          "slow_eval_max_shift_eval_periods", "reference_score_max_abs_err",
-                                         "scores_steps"))
+                                         "scores_steps", "max_rerun_spread_eval_periods",
+                                         "max_rerun_relative_spread"))
     assert ev.criterion and ev.headline and ev.verdict in ("passed", "failed", "inconclusive")
     assert ev.metrics["reference_score_max_abs_err"] <= 5e-5
     assert ev.metrics["slow_eval_steps_mismatches"] == 0
+    # the timing-resolution preconditions are part of the verdict: an unresolvable clock is inconclusive
+    assert any("timing resolves" in name for name in ev.preconditions)
+    if ev.metrics["max_rerun_relative_spread"] > 0.05:
+        assert ev.verdict == "inconclusive"
+
+
+def test_revision_records_the_timing_resolution_change():
+    from gradlab.papers.algoperf import PAPER
+
+    rev = [r for r in PAPER.revisions if r.claim == "protocol_and_baseline_gaps"]
+    assert rev and rev[0].date == "2026-12-02" and "8.34" in rev[0].old_result

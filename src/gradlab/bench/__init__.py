@@ -53,9 +53,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'gradlab.bench' has no attribute {name!r}")
 
 
-__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "DigitsMLP", "DigitsWideMLP", "GraphGNN", "OptimizerSubmission", "Param",
-           "ShapesCNN", "Submission", "TeacherRegression", "TeacherWideRegression", "TinyLM", "TrialResult", "TrialSpec",
-           "Workload", "apply_targets", "available_submissions", "available_workloads", "benchmark_scores",
-           "builtin_submissions", "check_submission", "halton_points", "load_submission", "load_targets",
-           "load_workload", "performance_profile", "performance_ratios", "plan_trials", "run_bench", "run_trial",
-           "set_targets", "study_plan", "warmup_cosine", "workload_time", "write_outputs", "write_targets"]
+__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "DigitsMLP", "DigitsWideMLP", "GraphGNN",
+           "OptimizerSubmission", "Param", "ShapesCNN", "Submission", "TeacherRegression", "TeacherWideRegression",
+           "TinyLM", "TrialResult", "TrialSpec", "Workload", "apply_targets", "available_submissions",
+           "available_workloads", "benchmark_scores", "builtin_submissions", "check_submission", "halton_points",
+           "load_submission", "load_targets", "load_workload", "performance_profile", "performance_ratios",
+           "plan_trials", "run_bench", "run_trial", "set_targets", "study_plan", "warmup_cosine", "workload_time",
+           "write_outputs", "write_targets"]
