@@ -118,12 +118,33 @@ class TrialStore:
         write_atomic(self.path(spec), payload)
 
 
+def check_workloads_and_submissions(workloads: Any, submissions: Any) -> tuple[list[Workload], list[Any]]:
+    """Both non-empty, every workload a :class:`Workload`, every submission satisfying the submission API."""
+    workloads, submissions = list(workloads), list(submissions)
+    if not workloads or not submissions:
+        raise ValueError("workloads and submissions must each be non-empty")
+    for w in workloads:
+        if not isinstance(w, Workload):
+            raise TypeError(f"workloads must hold Workload objects; got {type(w).__name__}")
+    for s in submissions:
+        check_submission(s)
+    return workloads, submissions
+
+
 def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``, with the mode a
+    plain ``open(path, "w")`` would give it (an existing file keeps its mode; a new one ``0o666 & ~umask``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
@@ -211,14 +232,7 @@ def run_bench(workloads: Sequence[Workload], submissions: Sequence[Submission], 
     """
     check_choice("backend", backend, MAP_BACKENDS)
     check_int("workers", workers, minimum=1)
-    workloads, submissions = list(workloads), list(submissions)
-    if not workloads or not submissions:
-        raise ValueError("workloads and submissions must each be non-empty")
-    for w in workloads:
-        if not isinstance(w, Workload):
-            raise TypeError(f"workloads must hold Workload objects; got {type(w).__name__}")
-    for s in submissions:
-        check_submission(s)
+    workloads, submissions = check_workloads_and_submissions(workloads, submissions)
     for kind, names in (("workload", [w.name for w in workloads]), ("submission", [s.name for s in submissions])):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

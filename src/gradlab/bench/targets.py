@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from gradlab.bench.submission import Submission, check_submission
+from gradlab.bench.submission import Submission
 from gradlab.bench.timing import TrialResult, run_trial
 from gradlab.bench.tuning import halton_points
 from gradlab.bench.workloads import Workload
@@ -60,19 +60,12 @@ def set_targets(workloads: Sequence[Workload], submissions: Sequence[Submission]
                 progress: ProgressFn | None = None) -> dict[str, dict[str, Any]]:
     """Run the procedure of the module docstring; return ``{workload name: record}`` with the ``target``, the best
     configuration (``submission``, ``hyperparameters``), the reruns' best values and every trial's best value."""
-    from gradlab.bench.runner import _derive_seed
+    from gradlab.bench.runner import _derive_seed, check_workloads_and_submissions
 
     check_int("n_trials", n_trials, minimum=1)
     check_int("n_reruns", n_reruns, minimum=1)
     check_int("seed", seed, minimum=0)
-    workloads, submissions = list(workloads), list(submissions)
-    if not workloads or not submissions:
-        raise ValueError("workloads and submissions must each be non-empty")
-    for w in workloads:
-        if not isinstance(w, Workload):
-            raise TypeError(f"workloads must hold Workload objects; got {type(w).__name__}")
-    for s in submissions:
-        check_submission(s)
+    workloads, submissions = check_workloads_and_submissions(workloads, submissions)
     total = len(workloads) * (len(submissions) * n_trials + n_reruns)
     done = 0
     out: dict[str, dict[str, Any]] = {}
