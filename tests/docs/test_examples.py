@@ -19,6 +19,8 @@ EXPECTED = {
     "hessian_spectrum.py": (("hessian_density.png",), "top-3 eigenvalues (dense)"),
     "mup_param_groups.py": (("coord_check.png",), "mup  width exponent"),
     "run_claim_from_python.py": (("diffgrad_trajectories.png",), "criterion:"),
+    "bench_own_submission.py": (("bench-out/BENCH.md", "bench-out/profile.png", "bench-out/results.json"),
+                                "gradlab bench exit code 0"),
 }
 
 
