@@ -129,7 +129,10 @@ def test_ctrl_c_stops_the_run_keeps_finished_results_and_exits_130(demo_env):
     env = dict(demo_env["env"], GRADLAB_DEMO_SLEEP="60")
     cmd = [sys.executable, "-m", "gradlab.cli", "reproduce", "--only", "demo", "--scale", "smoke", "--workers", "1",
            "--store", str(store_path), "--out", str(demo_env["out"])]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A test run started in the background by a non-interactive shell inherits SIGINT as ignored, and Python then
+    # keeps ignoring it (no KeyboardInterrupt): give the child the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while _count_rows(store_path) < 1 and time.time() < deadline:
         time.sleep(0.2)
