@@ -165,3 +165,12 @@ def test_depth_reward_accepts_output_objects_and_resizes():
     assert loss.shape == (2,) and img.grad is not None and r.model.scale.grad is None
     with pytest.raises(ValueError, match="mean and std"):
         DepthReward(Dpt(), mean=(0.5,), std=(0.5, 0.5))
+
+
+def test_consistency_reward_is_abstract():
+    import pytest
+
+    from gradlab.generative.rewards import ConsistencyReward
+
+    with pytest.raises(TypeError, match="abstract"):
+        ConsistencyReward()

@@ -26,6 +26,7 @@ mode and switch their ``requires_grad`` off; gradients still flow through them t
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import torch
@@ -65,7 +66,7 @@ def sobel_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, gy
 
 
-class ConsistencyReward(nn.Module):
+class ConsistencyReward(nn.Module, ABC):
     """Base class: ``forward(images, target) -> per-sample loss (batch,)``; images in ``input_range``.
 
     Subclasses implement ``per_sample_loss`` on images already mapped to [0, 1]."""
@@ -80,8 +81,9 @@ class ConsistencyReward(nn.Module):
         lo, hi = self.input_range
         return (images - lo) / (hi - lo)
 
-    def per_sample_loss(self, images01: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def per_sample_loss(self, images01: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The reward's loss per image (shape ``(batch,)``) for images mapped to [0, 1]; each reward defines it."""
 
     def forward(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_tensor("images", images, ndim=4, floating=True)
