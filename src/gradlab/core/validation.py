@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 
@@ -114,3 +115,105 @@ def check_finite(name: str, value: torch.Tensor | float) -> None:
         return
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} is not finite: {value!r}")
+
+
+# --- tensor-data helpers shared by the packages' validation layers (incontext, dynamics, ...) -------------------
+
+
+def _fmt_shape(shape: Sequence[Any]) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def under_transform(value: torch.Tensor) -> bool:
+    """Whether ``value`` is wrapped by a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...).
+
+    Data-dependent checks (NaN/inf, value ranges) cannot run there (``bool(tensor)`` is not allowed under ``vmap``);
+    they ran, or will run, on the unwrapped inputs of the public entry point that applied the transform.
+    """
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(value))
+    except AttributeError:  # pragma: no cover - very old torch
+        return False
+
+
+def check_data(name: str, value: Any, ndim: int | Sequence[int] | None = None, complex_ok: bool = False,
+               finite: bool = True) -> torch.Tensor:
+    """A data tensor: a ``torch.Tensor`` of the given rank, real floating (or complex with ``complex_ok``) and,
+    with ``finite`` (outside ``torch.func`` transforms), free of NaN/inf."""
+    check_tensor(name, value, ndim=ndim)
+    if not (value.is_floating_point() or (complex_ok and value.is_complex())):
+        kind = "a floating-point or complex" if complex_ok else "a floating-point"
+        raise TypeError(f"{name} must be {kind} tensor; got dtype {value.dtype}")
+    if finite and not under_transform(value):
+        check_finite(name, value)
+    return value
+
+
+def check_shape(name: str, value: torch.Tensor, expected: Sequence[int | None], meaning: str = "") -> None:
+    """Raise ``ValueError`` unless ``value.shape`` matches ``expected`` (``None`` matches any size)."""
+    shape = tuple(value.shape)
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
+        what = f" {meaning}" if meaning else ""
+        raise ValueError(f"{name} must have shape {_fmt_shape(expected)}{what}; got {shape}")
+
+
+def check_same_dtype(name: str, value: torch.Tensor, dtype: torch.dtype, reference: str) -> None:
+    """Raise ``TypeError`` unless ``value.dtype == dtype`` (``reference`` says where ``dtype`` comes from)."""
+    if value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} ({reference}); got {value.dtype}")
+
+
+def check_float_dtype(name: str, dtype: Any, allow_none: bool = False, complex_ok: bool = False) -> torch.dtype | None:
+    """A real floating-point ``torch.dtype`` (or complex with ``complex_ok``; ``None`` with ``allow_none``: the
+    default dtype). An integer dtype would truncate every value silently."""
+    if dtype is None and allow_none:
+        return None
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype; got {type(dtype).__name__}")
+    if not (dtype.is_floating_point or (complex_ok and dtype.is_complex)):
+        kind = "a floating-point or complex" if complex_ok else "a floating-point"
+        raise TypeError(f"{name} must be {kind} torch.dtype (e.g. torch.float32); got {dtype}")
+    return dtype
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A real ``bool`` (``0``/``1``/``"no"`` are refused: they usually mean a swapped positional argument)."""
+    return bool(check_type(name, value, bool))
+
+
+def check_callable(name: str, value: Any) -> Callable:
+    """Raise ``TypeError`` unless ``value`` is callable."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable; got {type(value).__name__}")
+    return value
+
+
+def check_generator(name: str, value: Any) -> None:
+    """``None`` or a ``torch.Generator``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None; got {type(value).__name__}")
+
+
+def _as_list(name: str, values: Any, what: str, min_len: int) -> list:
+    is_array = isinstance(values, (torch.Tensor, np.ndarray))
+    sequence = isinstance(values, (Sequence, range)) or (is_array and values.ndim == 1)
+    if isinstance(values, (str, bytes)) or not sequence:
+        raise TypeError(f"{name} must be a sequence of {what}; got {type(values).__name__}")
+    items = values.tolist() if is_array else list(values)
+    if len(items) < min_len:
+        raise ValueError(f"{name} must contain at least {min_len} entr{'y' if min_len == 1 else 'ies'}; got "
+                         f"{len(items)}")
+    return items
+
+
+def check_int_list(name: str, values: Any, minimum: int | None = None, min_len: int = 1,
+                   maximum: int | None = None) -> list[int]:
+    """A sequence (or 1-d array) of at least ``min_len`` ints within bounds; a bad entry is named ``name[i]``."""
+    items = _as_list(name, values, "ints (e.g. [0, 1, 5])", min_len)
+    return [check_int(f"{name}[{i}]", v, minimum=minimum, maximum=maximum) for i, v in enumerate(items)]
+
+
+def check_positive_list(name: str, values: Any, min_len: int = 1) -> list[float]:
+    """A sequence (or 1-d array) of at least ``min_len`` finite numbers > 0."""
+    items = _as_list(name, values, "positive numbers", min_len)
+    return [check_positive(f"{name}[{i}]", v) for i, v in enumerate(items)]
