@@ -56,3 +56,28 @@ def test_library_logging_is_silent_by_default():
 
     handlers = logging.getLogger("gradlab").handlers
     assert gradlab.__version__ and any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def test_unordered_map_cpus_per_item_sets_threads_per_item():
+    import torch
+
+    from gradlab.core.parallel import make_unordered_map
+
+    before = torch.get_num_threads()
+    seq = dict(make_unordered_map("sequential", cpus_per_item=2)(_worker_pid_and_threads, range(3)))
+    assert {t for _, t in seq.values()} == {2} and torch.get_num_threads() == before  # restored
+    par = dict(make_unordered_map("local", 2, cpus_per_item=2)(_worker_pid_and_threads, range(4)))
+    assert sorted(par) == [0, 1, 2, 3] and {t for _, t in par.values()} == {2}
+    assert os.getpid() not in {p for p, _ in par.values()}
+    # the pool's workers are back at one thread for the next caller
+    assert {t for _, t in local_map(2)(_worker_pid_and_threads, range(4))} == {1}
+
+
+def test_unordered_map_refuses_bad_cpus_per_item():
+    from gradlab.core.parallel import make_unordered_map
+
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="cpus_per_item"):
+            make_unordered_map("local", 2, cpus_per_item=bad)
+    with pytest.raises(ValueError, match="cpus_per_item .*exceeds"):
+        make_unordered_map("ray", 2, cpus_per_item=3)

@@ -113,16 +113,46 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 UnorderedMapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[tuple[int, Any]]]
 
 
-def make_unordered_map(backend: str = "sequential", workers: int = 1, address: str | None = None) -> UnorderedMapFn:
+class _WithThreads:
+    """``fn`` run with ``threads`` torch/OpenMP threads, restored afterwards (picklable, for worker processes)."""
+
+    def __init__(self, fn: Callable[[Any], Any], threads: int) -> None:
+        self.fn, self.threads = fn, threads
+
+    def __call__(self, item: Any) -> Any:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self.fn(item)
+        finally:
+            torch.set_num_threads(before)
+
+
+def make_unordered_map(backend: str = "sequential", workers: int = 1, address: str | None = None,
+                       cpus_per_item: int = 1) -> UnorderedMapFn:
     """Like :func:`make_map`, but the map yields ``(index, result)`` pairs as the items finish (in any order), so a
     caller can store each result at once. An exception of ``fn`` is raised from the iterator when its item's turn
-    comes; the local backend uses the same reusable pool as :func:`local_map`."""
+    comes; the local backend uses the same reusable pool as :func:`local_map`.
+
+    ``cpus_per_item``: torch threads of each item. ``"local"`` runs ``workers`` processes at once, each item with
+    that many threads (``workers * cpus_per_item`` cores busy); ``"ray"`` requests that many CPUs per task (a local
+    Ray gets ``workers`` CPUs, so ``workers // cpus_per_item`` tasks run at once; more than ``workers`` would never
+    be scheduled and is refused); ``"sequential"`` runs each item with that many threads in this process.
+    """
     if backend not in MAP_BACKENDS:
         raise ValueError(f"backend must be one of {MAP_BACKENDS}; got {backend!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int; got {workers!r}")
+    if isinstance(cpus_per_item, bool) or not isinstance(cpus_per_item, int) or cpus_per_item < 1:
+        raise ValueError(f"cpus_per_item must be a positive int; got {cpus_per_item!r}")
+    if backend == "ray" and not address and cpus_per_item > workers:
+        raise ValueError(f"cpus_per_item ({cpus_per_item}) exceeds the {workers} CPU(s) of the local Ray instance "
+                         "(workers): no task could be scheduled")
 
     def sequential(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+        fn = _WithThreads(fn, cpus_per_item) if cpus_per_item != 1 else fn
         for i, item in enumerate(items):
             yield i, fn(item)
 
@@ -137,7 +167,8 @@ def make_unordered_map(backend: str = "sequential", workers: int = 1, address: s
 
         pool = get_reusable_executor(max_workers=workers, timeout=300, initializer=_single_thread_worker,
                                      reuse=True)
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        run = _WithThreads(fn, cpus_per_item) if cpus_per_item != 1 else fn
+        futures = {pool.submit(run, item): i for i, item in enumerate(items)}
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
@@ -149,8 +180,9 @@ def make_unordered_map(backend: str = "sequential", workers: int = 1, address: s
         import ray as _ray
 
         ray_init(address, None if address else workers)
-        remote = _ray.remote(num_cpus=1, max_retries=0)(_apply)
-        refs = {remote.remote(fn, item): i for i, item in enumerate(items)}
+        remote = _ray.remote(num_cpus=cpus_per_item, max_retries=0)(_apply)
+        run = _WithThreads(fn, cpus_per_item) if cpus_per_item != 1 else fn
+        refs = {remote.remote(run, item): i for i, item in enumerate(items)}
         pending = list(refs)
         try:
             while pending:
