@@ -15,6 +15,11 @@ run.
 
 * ``noprop``: NoProp-DT's block-by-block training step vs chained backprop through the same 10 blocks: peak bytes
   saved for backward in one step (target <= 0.3x) and step time.
+* ``bench-loop``: the overhead of ``gradlab.bench``'s trial loop (:func:`gradlab.bench.timing.run_trial`: clock
+  reads, eval scheduling, budget checks, bookkeeping) against a bare loop calling the same submission functions
+  (``data_selection``, ``update_params``, ``prepare_for_eval`` every eval period) the same number of times, on
+  built-in workloads with an unreachable target (every trial runs its full step budget; evals, off the clock, are
+  excluded from both). Target: <= 5% (ratio <= 1.05). Also printed: the trial's own clock against the bare loop.
 
     OMP_NUM_THREADS=1 python benchmarks/training.py [--only tract,wta-crs,noprop] [--min-run-time 1.0]
 """
@@ -199,6 +204,73 @@ def sso_step(min_run_time: float) -> None:
 
 
 BENCHES["sso"] = sso_step
+
+
+# --- gradlab bench's trial loop ----------------------------------------------------------------------------------
+
+def bench_loop_overhead(min_run_time: float, workloads: tuple[str, ...] = ("teacher_regression", "digits_mlp"),
+                        submission: str = "adamw", max_steps: int = 300) -> None:
+    """``run_trial`` wall time minus its eval time vs a bare loop over the same submission calls (see above)."""
+    import math
+    import time
+
+    from gradlab.bench.loading import load_submission, load_workload
+    from gradlab.bench.timing import run_trial
+
+    rows = []
+    for name in workloads:
+        base = type(load_workload(name))
+        # never reached (every trial runs its full budget), no time limit, a fixed number of steps for both loops
+        fixed = type(f"Fixed{base.__name__}", (base,), {
+            "validation_target": math.inf if base.higher_is_better else -math.inf, "max_runtime_s": 1e9,
+            "max_steps": max_steps})
+        wl = fixed()
+        sub = load_submission(submission)
+        hp = sub.default_hyperparameters()
+        period = wl.eval_period_steps
+
+        def bare(wl=wl, sub=sub, hp=hp, period=period) -> float:
+            model = wl.init_model(0)
+            rng = torch.Generator().manual_seed(1)
+            queue = wl.input_queue(int(sub.get_batch_size(wl.name)), 2)
+            state = sub.init_optimizer_state(wl, model, hp, rng)
+            t0 = time.perf_counter()
+            for step in range(max_steps):
+                batch = sub.data_selection(wl, queue, state, model, hp, step, rng)
+                state = sub.update_params(wl, model, hp, batch, state, step, rng)
+                if (step + 1) % period == 0 or step + 1 == max_steps:
+                    state = sub.prepare_for_eval(wl, model, state, hp, step + 1, rng)
+            return time.perf_counter() - t0
+
+        def trial(wl=wl, sub=sub, hp=hp) -> tuple[float, float]:
+            t0 = time.perf_counter()
+            res = run_trial(wl, sub, hp, 0)
+            total = time.perf_counter() - t0
+            assert res.steps == max_steps, res.steps
+            return total - res.eval_s, res.clock_s
+
+        bare_t, trial_t, clock_t = [], [], []
+        deadline = time.perf_counter() + max(min_run_time, 1.0) * 5
+        while len(bare_t) < 5 or time.perf_counter() < deadline:  # interleaved rounds
+            bare_t.append(bare())
+            t, c = trial()
+            trial_t.append(t)
+            clock_t.append(c)
+            if len(bare_t) >= 15:
+                break
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        b, t, c = med(bare_t), med(trial_t), med(clock_t)
+        rows.append((f"{name}: bare loop ({max_steps} steps)", b, ""))
+        rows.append((f"{name}: run_trial minus evals", t, f"target <= 1.05x; {len(bare_t)} rounds"))
+        rows.append((f"{name}: run_trial's clock", c, "what time-to-target measures"))
+    print("\ngradlab bench trial loop vs a bare loop (medians of interleaved rounds; ratio per workload)")
+    for i in range(0, len(rows), 3):
+        base = rows[i][1]
+        for label, v, extra in rows[i:i + 3]:
+            print(f"  {label:48s} {1e3 * v:10.1f} ms {v / base:8.3f}x  {extra}")
+
+
+BENCHES["bench-loop"] = bench_loop_overhead
 
 
 def main() -> None:

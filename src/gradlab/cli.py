@@ -290,6 +290,11 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
             raise UsageError(str(err)) from None
         console.print(f"README table {'updated' if changed else 'unchanged'}: {args.readme}")
     console.print(f"report: {args.out / 'index.html'} and {args.out / 'REPORT.md'} ({len(lines)} papers)")
+    from gradlab.bench.command import rebuild_pages
+
+    bench_html = rebuild_pages(args.store, args.out / "bench")
+    if bench_html is not None:
+        console.print(f"bench: {bench_html} (rebuilt from the store's latest benchmark)")
     return 0
 
 

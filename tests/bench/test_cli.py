@@ -75,23 +75,63 @@ def test_sigkill_then_resume_reruns_no_finished_trial(tmp_path, capsys):
     import sys
     import time
 
+    from tests.bench.test_runner import stored_rows
+
+    store = tmp_path / "store.sqlite"
     argv = ["bench", "--workloads", LIN, "--submissions", "tests.bench.helpers:SlowStepSubmission", "--trials", "2",
-            "--studies", "2", "--out", str(tmp_path)]
+            "--studies", "2", "--out", str(tmp_path / "out"), "--store", str(store)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "gradlab", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    trials = tmp_path / "trials"
+
+    def rows():
+        try:
+            return stored_rows(store)
+        except Exception:  # noqa: BLE001 - the table does not exist yet
+            return {}
+
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(trials.glob("*.json"))) < 1 and proc.poll() is None:
+    while time.time() < deadline and len(rows()) < 1 and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = {p.name: p.read_text() for p in trials.glob("*.json")}
+    done = rows()
     assert 1 <= len(done) < 4
     assert main(argv) == 0
     assert f"{len(done)} resumed" in capsys.readouterr().out
-    assert all((trials / n).read_text() == t for n, t in done.items())
-    assert len(list(trials.glob("*.json"))) == 4
+    after = rows()
+    assert len(after) == 4 and all(after[k] == v for k, v in done.items())
+
+
+def test_report_rebuilds_the_bench_pages_from_the_store(tmp_path, capsys):
+    store = tmp_path / "store.sqlite"
+    argv = ["bench", "--workloads", LIN, "--submissions", "tests.bench.helpers:sgd_submission,adamw", "--trials", "2",
+            "--studies", "1", "--clock", "process", "--out", str(tmp_path / "bench-out"), "--store", str(store)]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "bench-out" / "results.json").read_text())
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "report")]) == 0
+    assert "rebuilt from the store" in capsys.readouterr().out
+    page = tmp_path / "report" / "bench"
+    rebuilt = json.loads((page / "results.json").read_text())
+    assert rebuilt["scores_time"] == first["scores_time"] and rebuilt["times_s"] == first["times_s"]
+    html = (page / "bench.html").read_text()
+    assert "Ranking" in html and "linreg" in html and (page / "profile.png").stat().st_size > 1000
+    assert main(["report", "--store", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_cpus_per_trial_and_store_options(tmp_path, capsys):
+    argv = ["bench", "--workloads", LIN, "--submissions", "tests.bench.helpers:sgd_submission", "--trials", "1",
+            "--studies", "1", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--cpus-per-trial", "2", "--store", str(tmp_path / "s.sqlite")]) == 0
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own one-line error
+        main([*argv, "--cpus-per-trial", "0"])
+    assert exit_info.value.code == 2
+    assert main([*argv, "--backend", "ray", "--workers", "1", "--cpus-per-trial", "2"]) == 2
+    assert main([*argv, "--store", str(tmp_path)]) == 2  # a directory
+    (tmp_path / "text").write_text("hello")
+    assert main([*argv, "--store", str(tmp_path / "text")]) == 2
+    err = capsys.readouterr().err
+    assert "--cpus-per-trial" in err and "--store" in err
 
 
 def test_package_exports_lazily():
@@ -113,7 +153,8 @@ def test_self_tuning_ruleset_via_cli(tmp_path):
 def test_bench_html_leads_with_the_ranking_and_escapes_names(tmp_path):
     import numpy as np
 
-    from gradlab.bench.runner import BenchResult, write_outputs
+    from gradlab.bench.pages import write_outputs
+    from gradlab.bench.runner import BenchResult
     from tests.bench.helpers import LinearRegressionWorkload
 
     res = BenchResult(["linreg"], ["<b>evil</b>", "sgd"], "external", 2, 1, 0,

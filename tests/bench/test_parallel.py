@@ -42,13 +42,14 @@ def test_unordered_map_bad_input():
 def test_local_workers_give_the_sequential_steps_and_resume(tmp_path):
     kw = dict(n_trials=2, n_studies=2, seed=3, clock="process")
     seq = run_bench([LinearRegressionWorkload()], [sgd_submission()], **kw)
-    par = run_bench([LinearRegressionWorkload()], [sgd_submission()], out_dir=tmp_path, backend="local", workers=2,
-                    **kw)
+    store = tmp_path / "store.sqlite"
+    par = run_bench([LinearRegressionWorkload()], [sgd_submission()], store=store, backend="local", workers=2, **kw)
     assert [r.steps_to_target for _, r in seq.trials] == [r.steps_to_target for _, r in par.trials]
     assert [s.key for s, _ in seq.trials] == [s.key for s, _ in par.trials]
-    assert len(list((tmp_path / "trials").glob("*.json"))) == 4
-    again = run_bench([LinearRegressionWorkload()], [sgd_submission()], out_dir=tmp_path, backend="local",
-                      workers=2, **kw)
+    from tests.bench.test_runner import stored_rows
+
+    assert len(stored_rows(store)) == 4
+    again = run_bench([LinearRegressionWorkload()], [sgd_submission()], store=store, backend="local", workers=2, **kw)
     assert again.resumed == 4
 
 
@@ -67,11 +68,12 @@ def test_ray_backend_for_real(tmp_path):
     argv = ["bench", "--workloads", LIN, "--submissions", "tests.bench.helpers:sgd_submission", "--trials", "2",
             "--studies", "1", "--clock", "process"]
     try:
-        assert main([*argv, "--backend", "ray", "--workers", "2", "--out", str(tmp_path / "ray")]) == 0
+        assert main([*argv, "--backend", "ray", "--workers", "2", "--cpus-per-trial", "2", "--out",
+                     str(tmp_path / "ray"), "--store", str(tmp_path / "ray.sqlite")]) == 0
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    assert main([*argv, "--out", str(tmp_path / "seq")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "seq"), "--store", str(tmp_path / "seq.sqlite")]) == 0
     steps = [[t["steps_to_target"] for t in json.loads((tmp_path / d / "results.json").read_text())["trials"]]
              for d in ("ray", "seq")]
     assert steps[0] == steps[1]

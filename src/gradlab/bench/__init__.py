@@ -33,7 +33,9 @@ from typing import Any
 
 _EXPORTS = {
     "loading": ("available_submissions", "available_workloads", "load_submission", "load_workload"),
-    "runner": ("BenchResult", "TrialSpec", "plan_trials", "run_bench", "write_outputs"),
+    "pages": ("write_outputs",),
+    "runner": ("BenchResult", "TrialSpec", "plan_trials", "result_from_record", "run_bench", "run_record"),
+    "store": ("BenchStore",),
     "scoring": ("benchmark_scores", "performance_profile", "performance_ratios"),
     "submission": ("BASELINES", "OptimizerSubmission", "Submission", "builtin_submissions", "check_submission",
                    "warmup_cosine"),
@@ -53,10 +55,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'gradlab.bench' has no attribute {name!r}")
 
 
-__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "DigitsMLP", "DigitsWideMLP", "GraphGNN",
+__all__ = ["BASELINES", "BUILTIN_WORKLOADS", "BenchResult", "BenchStore", "DigitsMLP", "DigitsWideMLP", "GraphGNN",
            "OptimizerSubmission", "Param", "ShapesCNN", "Submission", "TeacherRegression", "TeacherWideRegression",
            "TinyLM", "TrialResult", "TrialSpec", "Workload", "apply_targets", "available_submissions",
            "available_workloads", "benchmark_scores", "builtin_submissions", "check_submission", "halton_points",
            "load_submission", "load_targets", "load_workload", "performance_profile", "performance_ratios",
-           "plan_trials", "run_bench", "run_trial", "set_targets", "study_plan", "warmup_cosine", "workload_time",
+           "plan_trials", "result_from_record", "run_bench", "run_record", "run_trial", "set_targets", "study_plan", "warmup_cosine", "workload_time",
            "write_outputs", "write_targets"]

@@ -1,9 +1,12 @@
 """Run a benchmark: plan the trials of a ruleset, run them (resumably), aggregate and score.
 
-Every finished trial is written to ``out_dir/trials/<key>.json`` atomically (temp file + ``os.replace``) together
-with the fingerprint of its specification (workload, submission, study, trial, hyperparameters, seed, budget), so a
-stopped benchmark resumes without rerunning a finished trial, and a changed plan reruns the trials it changed.
-Trials that raise are recorded in the result (``errors``) with an infinite time and are not stored, so they rerun.
+Every finished trial is one transaction in the ``bench_trials`` table of an SQLite store
+(:class:`gradlab.bench.store.BenchStore`; the CLI's default is the claims' ``.gradlab/results.sqlite``) keyed by
+the fingerprint of its specification (workload, submission, study, trial, hyperparameters, seed, budget, clock,
+target), so a stopped benchmark resumes without rerunning a finished trial, and a changed plan reruns the trials it
+changed. Trials that raise are recorded in the result (``errors``) with an infinite time and are not stored, so
+they rerun. :func:`run_record` / :func:`result_from_record` turn a finished benchmark into the JSON plan kept in
+``bench_runs`` and back, so the pages are rebuilt from the store (``gradlab report``) without rerunning anything.
 
 Seeds: the Halton scramble of a submission is seeded by ``(seed, submission name)``, so its points are the same on
 every workload (one workload-agnostic search space); each trial's seed is derived from ``(seed, workload,
@@ -15,16 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gradlab.bench.scoring import benchmark_scores, performance_profile, tau_grid
+from gradlab.bench.scoring import benchmark_scores
+from gradlab.bench.store import BenchStore
 from gradlab.bench.submission import Submission, check_submission
 from gradlab.bench.timing import CLOCKS, EvalFn, TrialResult, run_trial
 from gradlab.bench.tuning import RULESETS, SELF_TUNING_BUDGET_FACTOR, study_plan, workload_time
@@ -91,33 +93,6 @@ def plan_trials(workloads: Sequence[Workload], submissions: Sequence[Submission]
     return specs
 
 
-class TrialStore:
-    """Finished trials as one JSON file each under ``root`` (atomic writes; see the module docstring)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, spec: TrialSpec) -> Path:
-        return self.root / f"{spec.key}.json"
-
-    def get(self, spec: TrialSpec) -> TrialResult | None:
-        """The stored result of ``spec`` if one exists with the same fingerprint (unreadable files count as none)."""
-        p = self.path(spec)
-        try:
-            d = json.loads(p.read_text())
-            if d.get("fingerprint") != spec.fingerprint:
-                return None
-            return TrialResult.from_json(d["result"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def put(self, spec: TrialSpec, result: TrialResult) -> None:
-        payload = json.dumps({"fingerprint": spec.fingerprint, "key": spec.key, "study": spec.study,
-                              "trial": spec.trial, "result": result.to_json()}, indent=1)
-        write_atomic(self.path(spec), payload)
-
-
 def check_workloads_and_submissions(workloads: Any, submissions: Any) -> tuple[list[Workload], list[Any]]:
     """Both non-empty, every workload a :class:`Workload`, every submission satisfying the submission API."""
     workloads, submissions = list(workloads), list(submissions)
@@ -129,31 +104,6 @@ def check_workloads_and_submissions(workloads: Any, submissions: Any) -> tuple[l
     for s in submissions:
         check_submission(s)
     return workloads, submissions
-
-
-def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``, with the mode a
-    plain ``open(path, "w")`` would give it (an existing file keeps its mode; a new one ``0o666 & ~umask``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -218,20 +168,26 @@ def aggregate(study_values: np.ndarray) -> np.ndarray:
 
 
 def run_bench(workloads: Sequence[Workload], submissions: Sequence[Submission], *, ruleset: str = "external",
-              n_trials: int = 5, n_studies: int = 3, seed: int = 0, out_dir: str | Path | None = None,
+              n_trials: int = 5, n_studies: int = 3, seed: int = 0, store: str | Path | BenchStore | None = None,
               force: bool = False, eval_fn: EvalFn | None = None, progress: ProgressFn | None = None,
               clock: str = "wall", backend: str = "sequential", workers: int = 1,
-              address: str | None = None) -> BenchResult:
-    """Plan, run (skipping trials already stored under ``out_dir`` unless ``force``) and aggregate a benchmark.
+              address: str | None = None, cpus_per_trial: int = 1) -> BenchResult:
+    """Plan, run (skipping trials already in ``store`` unless ``force``) and aggregate a benchmark.
 
-    ``clock``: ``"wall"`` (AlgoPerf) or ``"process"`` (CPU time of this process; see :mod:`gradlab.bench.timing`).
-    ``backend``/``workers``/``address``: how trials run (:func:`gradlab.core.parallel.make_unordered_map`):
-    ``"sequential"`` in this process, ``"local"`` in ``workers`` single-thread processes, ``"ray"`` as Ray tasks
-    (on the cluster at ``address``). In the parallel backends each trial builds its model in the worker process;
-    results are stored as they finish. ``eval_fn`` must then be picklable.
+    ``store``: an SQLite file (or :class:`~gradlab.bench.store.BenchStore`) whose ``bench_trials`` table receives
+    each trial as it finishes; ``None`` keeps nothing. ``clock``: ``"wall"`` (AlgoPerf) or ``"process"`` (CPU time
+    of this process; see :mod:`gradlab.bench.timing`). ``backend``/``workers``/``address``: how trials run
+    (:func:`gradlab.core.parallel.make_unordered_map`): ``"sequential"`` in this process, ``"local"`` in
+    ``workers`` processes, ``"ray"`` as Ray tasks (on the cluster at ``address``; a local Ray gets ``workers``
+    CPUs). ``cpus_per_trial``: torch threads of each trial, and the CPUs each Ray task requests. In the parallel
+    backends each trial builds its model in the worker process; ``eval_fn`` must then be picklable.
     """
     check_choice("backend", backend, MAP_BACKENDS)
     check_int("workers", workers, minimum=1)
+    check_int("cpus_per_trial", cpus_per_trial, minimum=1)
+    if backend == "ray" and address is None and cpus_per_trial > workers:
+        raise ValueError(f"cpus_per_trial ({cpus_per_trial}) exceeds the {workers} CPU(s) given to the local Ray "
+                         "instance (workers): no trial could be scheduled")
     workloads, submissions = check_workloads_and_submissions(workloads, submissions)
     for kind, names in (("workload", [w.name for w in workloads]), ("submission", [s.name for s in submissions])):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -239,7 +195,8 @@ def run_bench(workloads: Sequence[Workload], submissions: Sequence[Submission], 
             raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dup)}")
     specs = plan_trials(workloads, submissions, ruleset=ruleset, n_trials=n_trials, n_studies=n_studies, seed=seed,
                         clock=clock)
-    store = TrialStore(Path(out_dir) / "trials") if out_dir is not None else None
+    if store is not None and not isinstance(store, BenchStore):
+        store = BenchStore(store)
     wl_by, sub_by = {w.name: w for w in workloads}, {s.name: s for s in submissions}
     res = BenchResult([w.name for w in workloads], [s.name for s in submissions], ruleset, n_trials if ruleset ==
                       "external" else 1, n_studies, seed)
@@ -259,7 +216,7 @@ def run_bench(workloads: Sequence[Workload], submissions: Sequence[Submission], 
     if progress is not None and done:
         progress(done, len(specs), "resumed")
     payloads = [(wl_by[specs[n].workload], sub_by[specs[n].submission], specs[n], eval_fn) for n in todo]
-    for k, result in make_unordered_map(backend, workers, address)(_run_spec, payloads):
+    for k, result in make_unordered_map(backend, workers, address, cpus_per_item=cpus_per_trial)(_run_spec, payloads):
         spec = specs[todo[k]]
         if result.error:
             res.errors.append(f"{spec.key}: {result.error}")
@@ -290,96 +247,40 @@ def _run_spec(payload: tuple[Workload, Submission, TrialSpec, EvalFn | None]) ->
                            spec.clock, error=f"{type(err).__name__}: {err}")
 
 
-def profile_figure(result: BenchResult, title: str = ""):
-    """Performance profiles rho_s(tau) by time and by steps, with each submission's score in the legend."""
-    from matplotlib.figure import Figure
+def run_record(result: BenchResult, workloads: Sequence[Workload] | None = None) -> dict[str, Any]:
+    """The JSON record of a finished benchmark kept in ``bench_runs``: sizes, names, each workload's metric and
+    target, the errors, and every planned trial's specification (from which :func:`result_from_record` finds the
+    stored results)."""
+    from gradlab.bench.pages import workload_meta
 
-    taus = tau_grid()
-    fig = Figure(figsize=(11, 4.2))
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, vals, scores, what in ((axes[0], result.times, result.scores, "time"),
-                                   (axes[1], result.steps, result.step_scores, "steps")):
-        rho = performance_profile(_safe(vals), taus)
-        order = np.argsort(-scores)
-        for i in order:  # one colour per submission in both panels
-            ax.step(taus, rho[i], where="post", lw=2, color=f"C{i % 10}",
-                    label=f"{result.submissions[i]} (B={scores[i]:.3f})")
-        ax.set(xlabel=r"$\tau$ (ratio to the fastest submission)", xlim=(1, 4), ylim=(-0.03, 1.03),
-               title=f"performance profile by {what}-to-target")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0].set_ylabel(r"$\rho_s(\tau)$: share of workloads within $\tau$")
-    fig.suptitle(title or f"{result.ruleset} tuning, {result.n_trials} trials x {result.n_studies} studies, "
-                 f"{len(result.workloads)} workloads: {', '.join(result.workloads)}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return {"workloads": result.workloads, "submissions": result.submissions, "ruleset": result.ruleset,
+            "n_trials": result.n_trials, "n_studies": result.n_studies, "seed": result.seed,
+            "errors": list(result.errors), "workload_meta": workload_meta(workloads or ()),
+            "specs": [asdict(spec) for spec, _ in result.trials]}
 
 
-def markdown_table(result: BenchResult) -> str:
-    """The ranking (by time score) with per-workload times and steps to target."""
-    order = np.argsort(-result.scores, kind="stable")
-    head = "| rank | submission | score (time) | score (steps) | " + " | ".join(
-        f"{w} s / steps" for w in result.workloads) + " |"
-    lines = [head, "|" + "---|" * (4 + len(result.workloads))]
-    for r, i in enumerate(order, 1):
-        cells = [f"{_fmt(result.times[i, j])} / {_fmt(result.steps[i, j], 0)}" for j in range(len(result.workloads))]
-        lines.append(f"| {r} | {result.submissions[i]} | {result.scores[i]:.3f} | {result.step_scores[i]:.3f} | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    if not math.isfinite(x):
-        return "∞"
-    return f"{x:.{digits}f}" if digits else f"{x:.0f}"
-
-
-def render_html(result: BenchResult, workloads: Sequence[Workload] | None = None,
-                figure: str = "profile.png") -> str:
-    """The bench page (``templates/bench.html.j2``, jinja2 with autoescaping): the ranking table first, then the
-    profile plot and any trial errors. ``workloads`` (optional) adds each workload's metric and target."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.PackageLoader("gradlab.bench", "templates"),
-                             autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    by_name = {w.name: w for w in (workloads or ())}
-    wls = [{"name": n, "metric": by_name[n].target_metric_name if n in by_name else "target",
-            "higher_is_better": by_name[n].higher_is_better if n in by_name else True,
-            "target": f"{by_name[n].validation_target:.4g}" if n in by_name else "?"} for n in result.workloads]
-    order = np.argsort(-result.scores, kind="stable")
-    rows = []
-    for r, i in enumerate(order, 1):
-        cells = [{"missed": not math.isfinite(result.times[i, j]),
-                  "text": f"{_fmt(result.times[i, j])} / {_fmt(result.steps[i, j], 0)}"}
-                 for j in range(len(result.workloads))]
-        rows.append({"rank": r, "name": result.submissions[i], "score": f"{result.scores[i]:.3f}",
-                     "step_score": f"{result.step_scores[i]:.3f}", "cells": cells})
-    return env.get_template("bench.html.j2").render(
-        ruleset=result.ruleset, n_trials=result.n_trials, n_studies=result.n_studies, seed=result.seed,
-        workloads=wls, rows=rows, figure=figure, errors=result.errors, n_done=len(result.trials),
-        resumed=result.resumed)
-
-
-def write_outputs(result: BenchResult, out_dir: str | Path,
-                  workloads: Sequence[Workload] | None = None) -> dict[str, Path]:
-    """``results.json``, ``profile.png``, ``BENCH.md`` and ``bench.html`` under ``out_dir`` (each written
-    atomically); ``workloads`` adds metrics and targets to the HTML page."""
-    import io
-
-    out = Path(out_dir)
-    paths = {"json": out / "results.json", "figure": out / "profile.png", "markdown": out / "BENCH.md",
-             "html": out / "bench.html"}
-    write_atomic(paths["json"], json.dumps(result.to_json(), indent=1))
-    buf = io.BytesIO()
-    profile_figure(result).savefig(buf, format="png", dpi=110)
-    write_atomic(paths["figure"], buf.getvalue())
-    md = (f"# gradlab bench\n\n{result.ruleset} tuning, {result.n_trials} trial(s) x {result.n_studies} studies, "
-          f"seed {result.seed}. Times are seconds of submission time (eval excluded) to the validation target, "
-          "median over studies of the best trial; ∞ = missed.\n\n" + markdown_table(result)
-          + "\n\n![performance profiles](profile.png)\n")
-    if result.errors:
-        md += "\n## Trial errors\n\n" + "\n".join(f"- {e}" for e in result.errors) + "\n"
-    write_atomic(paths["markdown"], md)
-    write_atomic(paths["html"], render_html(result, workloads, paths["figure"].name))
-    return paths
+def result_from_record(record: dict[str, Any], store: BenchStore) -> BenchResult:
+    """Rebuild a :class:`BenchResult` from a :func:`run_record` and the trials in ``store`` (a trial missing from
+    the store -- it raised or never finished -- counts as missed, with an error saying so)."""
+    specs = [TrialSpec(**d) for d in record["specs"]]
+    found = store.trials([(s.key, s.fingerprint) for s in specs])
+    res = BenchResult(list(record["workloads"]), list(record["submissions"]), record["ruleset"],
+                      int(record["n_trials"]), int(record["n_studies"]), int(record["seed"]),
+                      errors=list(record.get("errors", ())))
+    per_study = max([s.trial for s in specs], default=0) + 1
+    st = np.full((len(res.submissions), len(res.workloads), res.n_studies, per_study), np.inf)
+    ss = np.full_like(st, np.inf)
+    for spec in specs:
+        result = found.get((spec.key, spec.fingerprint))
+        if result is None:
+            if not any(e.startswith(f"{spec.key}:") for e in res.errors):
+                res.errors.append(f"{spec.key}: not in the store (the trial raised or did not finish)")
+            result = TrialResult(spec.workload, spec.submission, spec.hyperparameters, spec.seed, spec.budget_factor,
+                                 spec.clock, error="not stored")
+        res.trials.append((spec, result))
+        i, j = res.submissions.index(spec.submission), res.workloads.index(spec.workload)
+        st[i, j, spec.study, spec.trial] = result.time_to_target
+        ss[i, j, spec.study, spec.trial] = result.steps_to_target
+    res.study_times, res.study_steps = st.min(axis=3), ss.min(axis=3)
+    res.resumed = len(found)
+    return res

@@ -142,7 +142,7 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
     # 2. the bench (baselines + placebo)
     t0 = time.perf_counter()
     res = run_bench(workloads, submissions + [placebo], ruleset="external", n_trials=n_trials, n_studies=n_studies,
-                    seed=run.seed, out_dir=run.scratch / "bench", clock=CLOCK,
+                    seed=run.seed, store=run.scratch / "bench.sqlite", clock=CLOCK,
                     progress=lambda d, n, k: run.progress(0.85 * d / n, k))
     bench_s = time.perf_counter() - t0
     nb = len(BASELINES)
