@@ -3,7 +3,7 @@
 By default the tables live in the same SQLite file as the claims' results (``.gradlab/results.sqlite``; the claims'
 store ignores tables it does not own, and this module knows nothing of the claims'). The bench tables carry their
 own schema version (table ``bench_meta``); a newer one is refused. Each finished trial is written in its own transaction (WAL journal, ``synchronous=FULL``) keyed by the trial's key and
-the fingerprint of its specification (:attr:`gradlab.bench.runner.TrialSpec.fingerprint`): a benchmark stopped by
+the fingerprint of its specification (``TrialSpec.fingerprint`` of :class:`gradlab.bench.runner.TrialSpec`): a benchmark stopped by
 Ctrl-C or SIGKILL loses only the trials that were running, and a rerun with a changed plan (seed, targets,
 hyperparameters, budget) reruns exactly the trials it changed.
 
