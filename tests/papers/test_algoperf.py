@@ -29,7 +29,9 @@ def test_claim_smoke():
     check_evidence(ev, required_metrics=("gap_time", "placebo_diff_time", "gap_minus_placebo_time",
                                          "slow_eval_max_shift_eval_periods", "reference_score_max_abs_err",
                                          "scores_steps", "max_rerun_spread_eval_periods",
-                                         "max_rerun_relative_spread"))
+                                         "max_rerun_relative_spread"),
+                   # a missed target is AlgoPerf's infinite time (a smoke trial on a loaded machine can miss one)
+                   allow_nonfinite=("times_s", "steps_to_target"))
     assert ev.criterion and ev.headline and ev.verdict in ("passed", "failed", "inconclusive")
     assert ev.metrics["reference_score_max_abs_err"] <= 5e-5
     assert ev.metrics["slow_eval_steps_mismatches"] == 0
