@@ -8,7 +8,9 @@ rules v0.6 of ``mlcommons/algorithmic-efficiency``), re-implemented for PyTorch 
 * :mod:`~gradlab.bench.tuning`: search spaces, scrambled-Halton external tuning, self-tuning, per-workload time;
 * :mod:`~gradlab.bench.timing`: one trial under the timing protocol (eval off the clock);
 * :mod:`~gradlab.bench.scoring`: performance profiles and the benchmark score;
-* :mod:`~gradlab.bench.runner`: planning, resumable storage (one atomic JSON file per trial), outputs;
+* :mod:`~gradlab.bench.runner`: planning, running (resumable) and aggregating trials; the run's record;
+* :mod:`~gradlab.bench.store`: finished trials and run records in the SQLite store (``bench_trials``, ``bench_runs``);
+* :mod:`~gradlab.bench.pages`: ``bench.html``, ``BENCH.md``, ``profile.png`` and ``results.json``;
 * :mod:`~gradlab.bench.targets`: AlgoPerf's target-setting procedure (``gradlab bench --set-targets``);
 * :mod:`~gradlab.bench.loading`: names, ``package.module:attr`` paths and entry points.
 
