@@ -186,7 +186,20 @@ class _ProgressObserver:
         self.bars: dict[str, TaskID] = {}
 
     def __call__(self, event) -> None:
-        cid = event.task.spec.id
+        cid = event.task.id
+        if event.kind == "setup_start":
+            self.bars[cid] = self.progress.add_task(f"  {cid}", total=1.0)
+            return
+        if event.kind == "setup_progress" and cid in self.bars:
+            self.progress.update(self.bars[cid], completed=event.fraction, description=f"  {cid} {event.message[:40]}")
+            return
+        if event.kind == "setup_done":
+            if cid in self.bars:
+                self.progress.remove_task(self.bars.pop(cid))
+            style = "dim" if event.message == "done" else "red"
+            self.progress.console.print(f"[{style}]{'setup ' + event.message:>18}[/] {escape(event.task.setup.name)} "
+                                        "(shared by the claims that need it)")
+            return
         if event.kind == "start":
             self.bars[cid] = self.progress.add_task(f"  {cid}", total=1.0)
         elif event.kind == "progress" and cid in self.bars:

@@ -31,6 +31,26 @@ def test_ray_backend_matches_local(demo_env):
     assert passed.figures and passed.metrics["n"] == 100
 
 
+@pytest.mark.ray
+def test_ray_backend_runs_shared_setups_once_before_their_claims(tmp_path):
+    from gradlab.claims.store import ResultStore
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "GRADLAB_EXTRA_PAPERS": "tests.fixtures.setup_papers", "GRADLAB_DEMO_MARKER": str(marks),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "RAY_USAGE_STATS_ENABLED": "0",
+           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    env.pop("GRADLAB_SETUP_FAIL", None)
+    store = tmp_path / "store" / "results.sqlite"
+    out = gradlab_cli("reproduce", "--only", "setupdemo", "--scale", "smoke", "--backend", "ray", "--workers", "2",
+                      "--store", str(store), "--out", str(tmp_path / "report"), env=env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {r.status for r in ResultStore(store).rows()} == {"passed"}  # each claim found what its setups built
+    names = [line.split()[0] for line in (marks / "log").read_text().splitlines()]
+    assert names.count("base-model") == 1 and names.count("fine-tuned") == 1
+    assert "setup done" in out.stdout
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as fh:

@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from gradlab.claims.types import SCALES, ClaimRun, ClaimSpec, Evidence, Paper
+from gradlab.claims.types import SCALES, ClaimRun, ClaimSpec, Evidence, Paper, Setup, setup_closure
 
 EXTRA_ENV = "GRADLAB_EXTRA_PAPERS"
 ENTRY_POINT_GROUP = "gradlab.papers"
@@ -40,6 +40,7 @@ def claim(
     name: str | None = None,
     budget: str = "quick",
     timeouts: Mapping[str, float] | None = None,
+    needs: tuple[Setup, ...] = (),
 ) -> Callable[[Callable[[ClaimRun], Evidence]], Callable[[ClaimRun], Evidence]]:
     """Register ``fn(run: ClaimRun) -> Evidence`` as a claim of ``paper``.
 
@@ -49,12 +50,13 @@ def claim(
         name: the claim's short name (defaults to the function name, ``_`` kept).
         budget: the scale this claim is designed for (``quick`` unless it needs ``full``).
         timeouts: per-scale wall-clock overrides in seconds, e.g. ``{"quick": 1200}``.
+        needs: :class:`~gradlab.claims.types.Setup` objects (made with :func:`setup`) the runner completes before
+            starting this claim.
     """
     if budget not in SCALES:
         raise ValueError(f"budget must be one of {SCALES}; got {budget!r}")
-    for scale, seconds in (timeouts or {}).items():
-        if scale not in SCALES or not float(seconds) > 0:
-            raise ValueError(f"timeouts must map a scale in {SCALES} to a positive number; got {scale!r}: {seconds!r}")
+    _check_timeouts(timeouts)
+    needs = _check_needs(needs)
 
     def register(fn: Callable[[ClaimRun], Evidence]) -> Callable[[ClaimRun], Evidence]:
         claim_name = name or fn.__name__
@@ -62,7 +64,7 @@ def claim(
             raise ValueError(f"claim name must match {_NAME_RE.pattern}; got {claim_name!r}")
         spec = ClaimSpec(
             paper=paper, name=claim_name, title=title, fn=fn, module=fn.__module__,
-            budget=budget, timeouts=dict(timeouts or {}),
+            budget=budget, timeouts=dict(timeouts or {}), needs=needs,
         )
         existing = _CLAIMS.get(spec.id)
         if existing is not None and existing.module != spec.module:
@@ -71,6 +73,49 @@ def claim(
         return fn
 
     return register
+
+
+def _check_timeouts(timeouts: Mapping[str, float] | None) -> None:
+    for scale, seconds in (timeouts or {}).items():
+        if scale not in SCALES or not float(seconds) > 0:
+            raise ValueError(f"timeouts must map a scale in {SCALES} to a positive number; got {scale!r}: {seconds!r}")
+
+
+def _check_needs(needs: object) -> tuple[Setup, ...]:
+    if not isinstance(needs, (tuple, list)) or not all(isinstance(s, Setup) for s in needs):
+        raise TypeError(f"needs must be a tuple of Setup objects (made with @setup); got {needs!r}")
+    setup_closure(tuple(needs))  # raises on a cycle
+    return tuple(needs)
+
+
+def setup(
+    name: str,
+    needs: tuple[Setup, ...] = (),
+    timeouts: Mapping[str, float] | None = None,
+) -> Callable[[Callable[[ClaimRun], None]], Setup]:
+    """Turn ``fn(run: ClaimRun) -> None`` into a :class:`~gradlab.claims.types.Setup` shared by claims.
+
+    The decorated module attribute *is* the Setup (pass it to ``@claim(needs=(...))``); it must be defined at
+    module level under the function's own name so a worker process can import it. ``fn`` builds and caches what
+    the claims load (the claims still call the same cached loaders: a setup only moves the build earlier).
+
+    Args:
+        name: a unique name, e.g. ``"tiny-t2i"``.
+        needs: setups this one builds on (run first).
+        timeouts: per-scale wall-clock limits in seconds (defaults as for claims).
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"setup name must match {_NAME_RE.pattern}; got {name!r}")
+    _check_timeouts(timeouts)
+    needs = _check_needs(needs)
+
+    def make(fn: Callable[[ClaimRun], None]) -> Setup:
+        if "<" in fn.__qualname__ or "." in fn.__qualname__:
+            raise ValueError(f"@setup must decorate a module-level function; got {fn.__qualname__!r}")
+        return Setup(name=name, fn=fn, module=fn.__module__, attr=fn.__name__, needs=needs,
+                     timeouts=dict(timeouts or {}))
+
+    return make
 
 
 @dataclass

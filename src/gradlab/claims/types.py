@@ -199,6 +199,52 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+@dataclass(frozen=True, eq=False)
+class Setup:
+    """A shared, cached build step that several claims need (e.g. a model trained once and cached on disk).
+
+    ``fn(run)`` builds (or finds in its cache) what the claims need and returns nothing; it must be idempotent,
+    because a claim still calls the same loaders itself and a setup that failed is simply not waited for. The
+    runner runs each needed setup once per (scale, seed), before the claims that need it, in a worker of its
+    own, so that two claims sharing one expensive build do not both hold a worker while one trains and the other
+    waits on the cache lock, and the other workers run independent claims meanwhile. ``module``/``attr`` locate
+    this object for the worker process (``getattr(import_module(module), attr)``).
+    """
+
+    name: str
+    fn: Callable[["ClaimRun"], None]
+    module: str
+    attr: str
+    needs: tuple["Setup", ...] = ()
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def timeout(self, scale: str) -> float:
+        """Wall-clock limit in seconds for ``scale``."""
+        return float(self.timeouts.get(scale, DEFAULT_TIMEOUTS[check_scale(scale)]))
+
+    def closure(self) -> list["Setup"]:
+        """This setup and everything it needs, dependencies first."""
+        return setup_closure((self,))
+
+
+def setup_closure(setups: "tuple[Setup, ...] | list[Setup]") -> list[Setup]:
+    """``setups`` and their transitive needs, each once, every setup after the ones it needs."""
+    out: list[Setup] = []
+
+    def visit(s: Setup, path: tuple[str, ...]) -> None:
+        if s.name in path:
+            raise ValueError(f"setup dependency cycle: {' -> '.join((*path, s.name))}")
+        if any(o is s for o in out):
+            return
+        for dep in s.needs:
+            visit(dep, (*path, s.name))
+        out.append(s)
+
+    for s in setups:
+        visit(s, ())
+    return out
+
+
 @dataclass(frozen=True)
 class ClaimSpec:
     """A registered claim: the function and how to run it."""
@@ -210,6 +256,7 @@ class ClaimSpec:
     module: str
     budget: str = "quick"
     timeouts: Mapping[str, float] = field(default_factory=dict)
+    needs: tuple[Setup, ...] = ()
 
     @property
     def id(self) -> str:

@@ -62,6 +62,37 @@ def execute_claim(
     return result
 
 
+def execute_setup(
+    module: str, attr: str, scale: str, seed: int, threads: int = 1,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one :class:`~gradlab.claims.types.Setup` (found as ``module.attr``) and return
+    ``{status: "done" | "error", traceback, started_at, finished_at, duration_s}``; never raises for its failure."""
+    started = time.time()
+    result: dict[str, Any] = {"status": "done", "traceback": "", "started_at": started}
+    try:
+        _limit_threads(max(1, int(threads)))
+        import importlib
+
+        from gradlab.claims.types import ClaimRun, Setup
+        from gradlab.core.seeding import seed_everything
+
+        obj = getattr(importlib.import_module(module), attr, None)
+        if not isinstance(obj, Setup):
+            raise TypeError(f"{module}.{attr} is {type(obj).__name__}, expected a Setup made with @setup")
+        seed_everything(seed)
+        with tempfile.TemporaryDirectory(prefix="gradlab-setup-") as scratch:
+            obj.fn(ClaimRun(seed=seed, scale=scale, scratch=Path(scratch),
+                            progress_fn=progress or (lambda f, m="": None)))
+    except BaseException as exc:  # noqa: BLE001 - recorded; the claims that need it still run and report
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        result.update(status="error", traceback=traceback.format_exc())
+    result["finished_at"] = time.time()
+    result["duration_s"] = result["finished_at"] - started
+    return result
+
+
 def die_with_parent(parent_pid: int | None = None) -> None:
     """Make this process end as soon as its parent does, so a killed driver leaves no orphan computing on.
 
@@ -93,8 +124,11 @@ def die_with_parent(parent_pid: int | None = None) -> None:
     threading.Thread(target=watch, name="gradlab-parent-watch", daemon=True).start()
 
 
-def worker_main(conn: Any, claim_id: str, scale: str, seed: int, threads: int, parent_pid: int | None = None) -> None:
-    """Entry point of a local worker process: stream progress, then the result, through ``conn``."""
+def worker_main(conn: Any, claim_id: str, scale: str, seed: int, threads: int, parent_pid: int | None = None,
+                setup: tuple[str, str] | None = None) -> None:
+    """Entry point of a local worker process: stream progress, then the result, through ``conn``.
+
+    Runs the claim ``claim_id``, or, when ``setup`` is ``(module, attr)``, that setup (``claim_id`` unused)."""
     die_with_parent(parent_pid)
     last = [0.0]
 
@@ -104,6 +138,9 @@ def worker_main(conn: Any, claim_id: str, scale: str, seed: int, threads: int, p
             last[0] = now
             conn.send(("progress", float(fraction), str(message)))
 
-    result = execute_claim(claim_id, scale, seed, threads, progress)
+    if setup is None:
+        result = execute_claim(claim_id, scale, seed, threads, progress)
+    else:
+        result = execute_setup(setup[0], setup[1], scale, seed, threads, progress)
     conn.send(("result", result))
     conn.close()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim, paired_bootstrap_ci
+from gradlab.papers._generative_setups import shape_judge, tiny_t2i
 
 PAPER = Paper(
     key="alignit",
@@ -106,7 +107,7 @@ def _sample_shape(unet):
 
 @claim(paper=PAPER.key, title="In every cross-attention layer and DDIM step, AlignIT's non-concept keys/values are "
        "bit-identical to the base model's and the concept's to the customised model's (dummy prompt)",
-       timeouts={"smoke": 300, "quick": 1800})
+       timeouts={"smoke": 300, "quick": 1800}, needs=(tiny_t2i,))
 def kv_exactness(run: ClaimRun) -> Evidence:
     from gradlab.generative.alignit import AlignITController, install_alignit
     from gradlab.generative.model import T2IModel
@@ -266,7 +267,7 @@ def customise(model, tok, te, unet, *, colour: str, shape: str, steps: int, batc
 
 @claim(paper=PAPER.key, title="After customising on a held-out colour shown on circles only, AlignIT raises the "
        "judge's square accuracy for 'a <v*> square' and keeps the concept colour (at most 0.1 lower)",
-       timeouts={"smoke": 300, "quick": 1800})
+       timeouts={"smoke": 300, "quick": 1800}, needs=(tiny_t2i, shape_judge))
 def prompt_alignment(run: ClaimRun) -> Evidence:
     from gradlab.generative.alignit import AlignITController, install_alignit
     from gradlab.generative.judge import load_shape_judge

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from gradlab.claims import Check, ClaimRun, Evidence, Paper, paired_bootstrap_ci, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, paired_bootstrap_ci, claim, setup
+from gradlab.papers._generative_setups import tiny_t2i
 
 PAPER = Paper(
     key="controlnet-pp",
@@ -84,6 +85,21 @@ def _setup(run: ClaimRun, label: str):
     return cfg, model, stage_a, info, cal, branches, stage_b_seconds, uncontrolled
 
 
+@setup("controlnet-pp-stage-a", needs=(tiny_t2i,), timeouts={"smoke": 300, "quick": 1800, "full": 3600})
+def stage_a_setup(run: ClaimRun) -> None:
+    """Train (or find cached) the stage-A ControlNet both claims fork."""
+    from gradlab.papers._controlnet_pp_setup import load_stage_a
+
+    run.progress(0.0, "stage A: plain ControlNet training (cached)")
+    load_stage_a(_settings(run)["scale"])
+
+
+@setup("controlnet-pp-stage-b", needs=(stage_a_setup,), timeouts={"smoke": 300, "quick": 1800, "full": 3600})
+def stage_b_setup(run: ClaimRun) -> None:
+    """Train (or find cached) the stage-B forks (lambda and 0 per seed) both claims evaluate."""
+    _setup(run, "setup")
+
+
 def _cost(model, controlnet, batch: int) -> dict:
     """Time (best of 3, interleaved) and saved-activation bytes of one ControlNet++ reward step vs the naive
     reward through a 10-step sampler, each forward + backward on the same batch."""
@@ -142,7 +158,7 @@ def _smooth(x, k: int = 10):
 @claim(paper=PAPER.key, title="Reward fine-tuning from a plain-trained ControlNet lowers the held-out one-step "
        "consistency loss at t <= 200 vs lambda = 0 (same seeds); a reward step is >= 5x cheaper in time and saved "
        "activations than backpropagating through a 10-step sampler",
-       timeouts={"smoke": 300, "quick": 1800})
+       timeouts={"smoke": 300, "quick": 1800}, needs=(stage_b_setup,))
 def one_step_consistency(run: ClaimRun) -> Evidence:
     from gradlab.papers._controlnet_pp_setup import held_out_diffusion_loss, make_pairs, one_step_reward
 
@@ -244,7 +260,7 @@ def one_step_consistency(run: ClaimRun) -> Evidence:
 
 @claim(paper=PAPER.key, title="Reward fine-tuning improves full-sampling controllability: 20-step DDIM edge F1 "
        "(morphological boundaries, not the reward's Sobel operator) of lambda > 0 beats lambda = 0 (same seeds)",
-       timeouts={"smoke": 300, "quick": 1800})
+       timeouts={"smoke": 300, "quick": 1800}, needs=(stage_b_setup,))
 def full_sampling(run: ClaimRun) -> Evidence:
     from gradlab.papers._controlnet_pp_setup import edge_f1, make_pairs, sample_images
 

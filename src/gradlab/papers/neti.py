@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from gradlab.claims import Check, ClaimRun, Evidence, Paper, bootstrap_ci, claim, paired_bootstrap_ci
+from gradlab.papers._generative_setups import tiny_t2i
 
 PAPER = Paper(
     key="neti",
@@ -299,7 +300,7 @@ def sample_method(method: _Method, model, latents, *, steps: int, guidance: floa
 
 @claim(paper=PAPER.key, title="With equal steps on one concept, held-out diffusion loss orders NeTI with bypass < "
        "NeTI mapper alone < single-vector textual inversion",
-       timeouts={"smoke": 300, "quick": 1800})
+       timeouts={"smoke": 300, "quick": 1800}, needs=(tiny_t2i,))
 def personalisation(run: ClaimRun) -> Evidence:
     from gradlab.generative.tiny import load_tiny_t2i, make_shapes
 

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 
 from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
 from gradlab.claims.types import Revision
+from gradlab.papers._generative_setups import shape_judge, tiny_t2i
 
 PAPER = Paper(
     key="pti",
@@ -109,7 +110,7 @@ def _grid(rows: list[tuple[str, torch.Tensor]], col_titles: list[str], title: st
 
 @claim(paper=PAPER.key, title="On 4 held-out shape images (20 DDIM steps, w = 7.5) every PTI reconstruction MSE is "
        "< 0.5x that of DDIM inversion + CFG and < that of null-conditioned sampling",
-       timeouts={"smoke": 180, "quick": 1800})
+       timeouts={"smoke": 180, "quick": 1800}, needs=(tiny_t2i, shape_judge))
 def reconstruction(run: ClaimRun) -> Evidence:
     from gradlab.generative.pti import PromptTuningInversion
     from gradlab.generative.tiny import make_shapes
@@ -174,7 +175,7 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 
 @claim(paper=PAPER.key, title="PTI edits colour and keeps layout: at eta = 0.5 (w = 3) the judge reads the target "
        "colour on >= 3/4 images, with object-mask IoU to the source >= target-prompt-only sampling's",
-       timeouts={"smoke": 180, "quick": 1800})
+       timeouts={"smoke": 180, "quick": 1800}, needs=(tiny_t2i, shape_judge))
 def editing(run: ClaimRun) -> Evidence:
     from gradlab.generative.pti import PromptTuningInversion
     from gradlab.generative.tiny import TRAIN_COLOURS, make_shapes
