@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import IO
 
 __all__ = ["Reaper", "start_reaper", "ray_descendants"]

@@ -296,7 +296,7 @@ def protocol_and_baseline_gaps(run: ClaimRun) -> Evidence:
                         metrics["slow_eval_max_shift_eval_periods"], "<=", 1.0),
                   Check("reference score max |error|", ref_err, "<=", SCORE_TOL)),
         figures={"performance_profiles": fig},
-        notes=(f"Scores by time: " + ", ".join(f"{n} {s:.3f}" for n, s in zip(names, scores_all))
+        notes=("Scores by time: " + ", ".join(f"{n} {s:.3f}" for n, s in zip(names, scores_all))
                + f" (placebo included in the profile). Gap best - worst (baselines only): time {gap_ci}, steps "
                f"{gap_s_ci}; placebo |AdamW - copy|: time {pd_ci}, steps {pd_s_ci}. Steps-to-target mismatches under "
                f"the slow eval: {step_mismatch}/{len(best0)}; max shift {max_shift_periods:.3g} eval periods (signed, "

@@ -14,8 +14,6 @@ scale-free) are reported, not judged.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from matplotlib.figure import Figure
