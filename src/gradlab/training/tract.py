@@ -30,6 +30,10 @@ Implementation notes (differences from the official ``TrAct`` wrapper, which reb
   honoured; ``groups > 1`` raises ``ValueError`` (the patch matrix would differ per group).
 * The linear systems are solved (Cholesky, LU as a fallback), never inverted, in at least float32 (float64
   stays float64), then cast back to the weight's dtype.
+* For a convolution, :math:`G^\top X` is ATen's convolution weight gradient (oneDNN on the CPU) and
+  :math:`X^\top X` one GEMM over the patch matrix, which is built from kh·kw strided slices of the padded input
+  (one copy) rather than by ``F.unfold``, whose CPU kernel loops over the batch; measured in
+  ``benchmarks/training.py --only tract``.
 * :math:`\lambda` is not scale-free: for inputs with :math:`\tfrac1b X^\top X \ll \lambda` TrAct behaves like the
   plain gradient times :math:`1/\lambda`, i.e. partly like a first-layer learning-rate boost.
 """
@@ -98,6 +102,19 @@ def _tract_grad(x: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
     k = x @ x.T
     k.div_(b).diagonal().add_(lam)
     return g.T @ _spd_solve(k, x)
+
+
+def _patch_matrix(xpad: torch.Tensor, geo: "_ConvGeometry", out_hw: torch.Size) -> torch.Tensor:
+    """The transposed patch matrix :math:`X^\top` (n × b, n = C·kh·kw in ``unfold``'s (c, i, j) order, b = B·Ho·Wo)
+    of the explicitly padded input ``xpad`` (B×C×H×W), built from kh·kw strided slices of the channel-first input:
+    one contiguous copy and no per-sample loop (``F.unfold``'s CPU kernel loops over the batch), so that
+    :math:`X^\top X` is a single GEMM."""
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation
+    ho, wo = int(out_hw[0]), int(out_hw[1])
+    xt = xpad.transpose(0, 1)  # C × B × H × W (a view)
+    taps = [xt[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+            for i in range(kh) for j in range(kw)]
+    return torch.stack(taps, dim=1).reshape(xt.shape[0] * kh * kw, -1)
 
 
 @dataclass(frozen=True)
@@ -169,20 +186,20 @@ class _TrActConv2dFn(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             m = weight.shape[0]
             work = _work_dtype(x, grad_out)
-            xw, gw_out = xp.to(work), grad_out.to(work)
-            cols = F.unfold(xw, geo.kernel_size, dilation=geo.dilation, padding=sym, stride=geo.stride)  # B×n×L
-            n, b = cols.shape[1], cols.shape[0] * cols.shape[2]
+            xpad = F.pad(x, geo.pad) if any(geo.pad) else x
+            cols = _patch_matrix(xpad.to(work), geo, grad_out.shape[-2:])  # n × b, rows (c, i, j) like unfold
+            n, b = cols.shape
             if b == 0:
                 gw = torch.zeros_like(weight)
             elif b >= n:
-                # G^T X is the ordinary weight gradient (the same kernel autograd uses); X^T X = sum_B cols cols^T
-                gtx = torch.nn.grad.conv2d_weight(xw, weight.shape, gw_out, geo.stride, sym, geo.dilation, 1)
-                gram = torch.bmm(cols, cols.transpose(1, 2)).sum(0)
-                gw = _apply_right_inverse(gtx.reshape(m, n), gram, b, ctx.lam)
+                gtx = torch.nn.grad.conv2d_weight(xp.to(work), weight.shape, grad_out.to(work), geo.stride, sym,
+                                                  geo.dilation, 1)
+                gw = _apply_right_inverse(gtx.reshape(m, n), cols @ cols.T, b, ctx.lam)
             else:
-                patches = cols.transpose(1, 2).reshape(-1, n)
-                g2 = gw_out.reshape(gw_out.shape[0], m, -1).transpose(1, 2).reshape(-1, m)
-                gw = _tract_grad(patches, g2, ctx.lam)
+                g2 = grad_out.to(work).transpose(0, 1).reshape(m, b)  # m × b, columns (batch, row, col)
+                k = cols.T @ cols
+                k.div_(b).diagonal().add_(ctx.lam)
+                gw = g2 @ _spd_solve(k, cols.T)
             gw = gw.to(weight.dtype).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad_out.sum((0, 2, 3))
