@@ -197,8 +197,9 @@ class _ProgressObserver:
             if cid in self.bars:
                 self.progress.remove_task(self.bars.pop(cid))
             style = "dim" if event.message == "done" else "red"
+            took = f"{event.seconds:.0f} s, " if event.seconds is not None else ""
             self.progress.console.print(f"[{style}]{'setup ' + event.message:>18}[/] {escape(event.task.setup.name)} "
-                                        "(shared by the claims that need it)")
+                                        f"({took}shared by the claims that need it)")
             return
         if event.kind == "start":
             self.bars[cid] = self.progress.add_task(f"  {cid}", total=1.0)

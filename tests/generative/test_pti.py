@@ -65,7 +65,13 @@ def test_stage1_adam_steps_equal_hand_computed(tiny, image):
         (g,) = torch.autograd.grad(loss, cc)
         c = (c - lr * g / (g.abs() + 1e-8)).detach()  # Adam's first step: lr * m_hat / (sqrt(v_hat) + eps)
         torch.testing.assert_close(res.loss_before[i, 0], loss.detach(), rtol=1e-4, atol=1e-7)
-        torch.testing.assert_close(res.cond_embeds[i], c, rtol=1e-4, atol=1e-5)
+        # the first Adam step is lr * sign(g) wherever |g| >> eps; where |g| is near eps (or 0) it is ill-conditioned
+        # (a rounding difference in g moves it by up to lr), so those entries are only checked to be within the step
+        clear = g.abs() > 1e-4 * g.abs().max()
+        assert clear.float().mean() > 0.5
+        torch.testing.assert_close(res.cond_embeds[i][clear], c[clear], rtol=1e-4, atol=1e-5)
+        assert float((res.cond_embeds[i] - c).abs().max()) <= 2 * lr + 1e-6
+        c = res.cond_embeds[i].detach()  # continue from the implementation's state: each step is checked on its own
         with torch.no_grad():
             e = e_u + w * (tiny.unet(z, t, encoder_hidden_states=c).sample - e_u)
             z = ddim_move(z, e, abar(t), abar(t_next))

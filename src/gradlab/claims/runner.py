@@ -76,6 +76,7 @@ class Event:
     fraction: float = 0.0
     message: str = ""
     row: ResultRow | None = None
+    seconds: float | None = None  # setup_done: how long the setup ran
 
 
 Observer = Callable[[Event], None]
@@ -192,7 +193,7 @@ def _setup_done(job: SetupTask, result: dict[str, Any], schedule: _Schedule, not
     else:
         log.warning("%s (%s, seed %d): %s after %.1f s; the claims needing it build it themselves\n%s", job.id,
                     job.scale, job.seed, result["status"], result["duration_s"], result.get("traceback", ""))
-    notify(Event("setup_done", job, 1.0, result["status"]))
+    notify(Event("setup_done", job, 1.0, result["status"], seconds=float(result["duration_s"])))
 
 
 def _longest_first(todo: list[Task], store: ResultStore) -> list[Task]:
