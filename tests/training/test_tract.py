@@ -313,3 +313,22 @@ def test_weight_gradient_equals_the_official_torch_tract(layer_fn, shape):
         (out.square().sum() + out.sum()).backward()
     assert torch.allclose(ours.weight.grad, theirs.weight.grad, rtol=1e-8, atol=1e-10)
     assert torch.allclose(ours.bias.grad, theirs.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+
+def test_reused_patch_buffer_gives_the_reference_gradient_step_after_step():
+    # the CPU keeps the patch matrix between backward passes: larger, smaller and repeated batches (and the b < n
+    # branch) must each see exactly their own patches
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).double()
+    wrapped = TrAct(conv, 0.1)
+    for batch, size in ((4, 7), (9, 7), (2, 7), (9, 7), (1, 3)):
+        x = torch.randn(batch, 2, size, size, dtype=torch.float64)
+        out = conv(x)
+        g = torch.randn_like(out)
+        got = weight_grad(wrapped, x, g)
+        patches = _explicit_patches(conv, x)
+        g_rows = g.reshape(batch, 3, -1).transpose(1, 2).reshape(-1, 3)
+        np.testing.assert_allclose(got.reshape(3, -1).numpy(), closed_form(patches.numpy(), g_rows.numpy(), 0.1),
+                                   rtol=1e-10, atol=1e-12)
+    assert wrapped._workspace.buf is not None and not any("workspace" in k for k in wrapped.state_dict())

@@ -34,6 +34,9 @@ Implementation notes (differences from the official ``TrAct`` wrapper, which reb
   :math:`X^\top X` one GEMM over the patch matrix, which is built from kh·kw strided slices of the padded input
   (one copy) rather than by ``F.unfold``, whose CPU kernel loops over the batch; measured in
   ``benchmarks/training.py --only tract``.
+* On the CPU the patch matrix is written into a buffer the wrapper keeps between steps (n × b floats, as large as
+  the temporary it replaces; the peak memory is unchanged): a fresh multi-megabyte allocation per step is a fresh
+  ``mmap`` whose pages fault on first touch, which was most of the measured overhead.
 * :math:`\lambda` is not scale-free: for inputs with :math:`\tfrac1b X^\top X \ll \lambda` TrAct behaves like the
   plain gradient times :math:`1/\lambda`, i.e. partly like a first-layer learning-rate boost.
 """
@@ -104,7 +107,26 @@ def _tract_grad(x: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
     return g.T @ _spd_solve(k, x)
 
 
-def _patch_matrix(xpad: torch.Tensor, geo: "_ConvGeometry", out_hw: torch.Size) -> torch.Tensor:
+class _Workspace:
+    """A buffer kept between steps for the patch matrix (n × b floats), so that each backward writes into memory
+    already mapped: a fresh multi-megabyte allocation per step is a fresh ``mmap`` whose first touch page-faults,
+    which measured as most of TrAct's extra step time on the CPU (``benchmarks/training.py --only tract``)."""
+
+    def __init__(self) -> None:
+        self.buf: torch.Tensor | None = None
+
+    def get(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        buf = self.buf
+        numel = 1
+        for d in shape:
+            numel *= d
+        if buf is None or buf.dtype != like.dtype or buf.device != like.device or buf.numel() < numel:
+            buf = self.buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
+
+
+def _patch_matrix(xpad: torch.Tensor, geo: "_ConvGeometry", out_hw: torch.Size,
+                  workspace: _Workspace | None = None) -> torch.Tensor:
     """The transposed patch matrix :math:`X^\top` (n × b, n = C·kh·kw in ``unfold``'s (c, i, j) order, b = B·Ho·Wo)
     of the explicitly padded input ``xpad`` (B×C×H×W), built from kh·kw strided slices of the channel-first input:
     one contiguous copy and no per-sample loop (``F.unfold``'s CPU kernel loops over the batch), so that
@@ -114,7 +136,9 @@ def _patch_matrix(xpad: torch.Tensor, geo: "_ConvGeometry", out_hw: torch.Size) 
     xt = xpad.transpose(0, 1)  # C × B × H × W (a view)
     taps = [xt[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
             for i in range(kh) for j in range(kw)]
-    return torch.stack(taps, dim=1).reshape(xt.shape[0] * kh * kw, -1)
+    shape = (xt.shape[0], kh * kw, *taps[0].shape[1:])
+    out = torch.stack(taps, dim=1) if workspace is None else torch.stack(taps, dim=1, out=workspace.get(shape, xpad))
+    return out.reshape(xt.shape[0] * kh * kw, -1)
 
 
 @dataclass(frozen=True)
@@ -162,10 +186,11 @@ class _TrActLinearFn(torch.autograd.Function):
 class _TrActConv2dFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lam: float,
-                geo: _ConvGeometry) -> torch.Tensor:
+                geo: _ConvGeometry, workspace: _Workspace | None = None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.lam = lam
         ctx.geo = geo
+        ctx.workspace = workspace
         ctx.has_bias = bias is not None
         return F.conv2d(x, weight, bias, geo.stride, geo.conv_padding, geo.dilation, 1)
 
@@ -179,31 +204,44 @@ class _TrActConv2dFn(torch.autograd.Function):
             xp, sym = x, (pt, pl)
         else:  # asymmetric 'same': pad explicitly, then the convolution has no padding
             xp, sym = F.pad(x, geo.pad), (0, 0)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gxp = torch.nn.grad.conv2d_input(xp.shape, weight, grad_out, geo.stride, sym, geo.dilation, 1)
-            gx = gxp if xp is x else gxp[..., pt:pt + x.shape[-2], pl:pl + x.shape[-1]]
-        if ctx.needs_input_grad[1]:
-            m = weight.shape[0]
-            work = _work_dtype(x, grad_out)
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], \
+            ctx.has_bias and ctx.needs_input_grad[2]
+        m = weight.shape[0]
+        work = _work_dtype(x, grad_out)
+        cols = None
+        if need_w:
             xpad = F.pad(x, geo.pad) if any(geo.pad) else x
-            cols = _patch_matrix(xpad.to(work), geo, grad_out.shape[-2:])  # n × b, rows (c, i, j) like unfold
+            cols = _patch_matrix(xpad.to(work), geo, grad_out.shape[-2:], ctx.workspace)  # n × b, (c, i, j) rows
+        need_gtx = cols is not None and cols.shape[1] >= cols.shape[0] > 0
+        # ATen's convolution backward gives the input gradient, G^T X (the ordinary weight gradient) and the bias
+        # gradient in one call, as for a plain Conv2d (one pass over grad_out); in low precision G^T X is computed
+        # separately in the working dtype
+        same_dtype = x.dtype == work and grad_out.dtype == work and weight.dtype == work
+        mask = (need_x, need_gtx and same_dtype, need_b)
+        gxp = gtx = gb = None
+        if any(mask):
+            gxp, gtx, gb = torch.ops.aten.convolution_backward(
+                grad_out, xp, weight, [m] if need_b else None, list(geo.stride), list(sym), list(geo.dilation),
+                False, [0, 0], 1, mask)
+        if need_gtx and not same_dtype:
+            gtx = torch.ops.aten.convolution_backward(
+                grad_out.to(work), xp.to(work), weight.to(work), None, list(geo.stride), list(sym),
+                list(geo.dilation), False, [0, 0], 1, (False, True, False))[1]
+        gx = gxp if gxp is None or xp is x else gxp[..., pt:pt + x.shape[-2], pl:pl + x.shape[-1]]
+        gw = None
+        if need_w:
             n, b = cols.shape
             if b == 0:
                 gw = torch.zeros_like(weight)
-            elif b >= n:
-                gtx = torch.nn.grad.conv2d_weight(xp.to(work), weight.shape, grad_out.to(work), geo.stride, sym,
-                                                  geo.dilation, 1)
-                gw = _apply_right_inverse(gtx.reshape(m, n), cols @ cols.T, b, ctx.lam)
+            elif need_gtx:
+                gw = _apply_right_inverse(gtx.reshape(m, n).to(work), cols @ cols.T, b, ctx.lam)
             else:
                 g2 = grad_out.to(work).transpose(0, 1).reshape(m, b)  # m × b, columns (batch, row, col)
                 k = cols.T @ cols
                 k.div_(b).diagonal().add_(ctx.lam)
                 gw = g2 @ _spd_solve(k, cols.T)
             gw = gw.to(weight.dtype).reshape(weight.shape)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = grad_out.sum((0, 2, 3))
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 class TrAct(nn.Module):
@@ -268,6 +306,7 @@ class TrAct(nn.Module):
                 conv_padding = self.padding
                 pad = (self.padding[1], self.padding[1], self.padding[0], self.padding[0])
             self._geo = _ConvGeometry(self.kernel_size, self.stride, self.dilation, conv_padding, pad)
+            self._workspace = _Workspace()  # not state: never in state_dict, rebuilt on demand
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
@@ -288,7 +327,9 @@ class TrAct(nn.Module):
             raise ValueError(f"x must have 3 or 4 dimensions for a Conv2d; got shape {tuple(x.shape)}")
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-        out = _TrActConv2dFn.apply(x, self.weight, self.bias, self.lambda_, self._geo)
+        # the CPU reuses a patch-matrix buffer between steps (see _Workspace); CUDA's caching allocator already does
+        workspace = self._workspace if x.device.type == "cpu" else None
+        out = _TrActConv2dFn.apply(x, self.weight, self.bias, self.lambda_, self._geo, workspace)
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:
