@@ -262,7 +262,7 @@ def build_tiny_t2i(seed: int = 0, *, extra_words: Sequence[str] = ()):
 TINY_T2I_RECIPES: dict[str, dict] = {
     "smoke": {"steps": 20, "batch": 32, "lr": 2e-3, "weight_decay": 1e-2, "caption_dropout": 0.1, "seed": 0,
               "warmup": 2},
-    "quick": {"steps": 400, "batch": 32, "lr": 2e-3, "weight_decay": 1e-2, "caption_dropout": 0.1, "seed": 0,
+    "quick": {"steps": 1200, "batch": 32, "lr": 2e-3, "weight_decay": 1e-2, "caption_dropout": 0.1, "seed": 0,
               "warmup": 20},
 }
 TINY_T2I_RECIPES["full"] = dict(TINY_T2I_RECIPES["quick"])
@@ -277,7 +277,11 @@ def train_tiny_t2i(model, *, steps: int, batch: int = 32, lr: float = 2e-3, weig
     with probability ``caption_dropout``, draws :math:`t \\sim U\\{0..T-1\\}` and :math:`\\epsilon \\sim N(0, I)` and
     minimises :math:`\\|\\epsilon - \\epsilon_\\theta(x_t, t, \\tau(y))\\|^2` with AdamW, the learning rate warmed up
     linearly over ``warmup`` steps and decayed to 0 by a cosine (with a constant rate the 400-step model read
-    colours at 0.67 judge accuracy, with the cosine decay at 0.91)."""
+    colours at 0.67 judge accuracy, with the cosine decay at 0.91).
+
+    The quick recipe trains 1200 steps: at 400 the model followed colour (judge 0.92) but not shape (0.35, chance
+    1/3); at 1200 it follows both (colour 0.99, shape 0.57 at guidance 7.5 and 0.59 at 4.0; 96 prompts), 320 s on
+    one thread (measured 2026-12-02)."""
     steps = check_int("steps", steps, minimum=1)
     batch = check_int("batch", batch, minimum=1)
     warmup = check_int("warmup", warmup, minimum=0)
@@ -310,7 +314,7 @@ def train_tiny_t2i(model, *, steps: int, batch: int = 32, lr: float = 2e-3, weig
 
 
 def load_tiny_t2i(scale: str = "quick", *, cache_dir: str | os.PathLike | None = None):
-    """The trained tiny model for ``scale`` (``smoke``: 20 steps, ``quick``/``full``: 400 steps), built once.
+    """The trained tiny model for ``scale`` (``smoke``: 20 steps, ``quick``/``full``: 1200 steps), built once.
 
     The first call trains (:func:`train_tiny_t2i` on :func:`build_tiny_t2i` ``(seed)``) and saves the model in the
     Stable Diffusion layout under the cache (see :mod:`gradlab.generative.cache`; ``$GRADLAB_CACHE`` or

@@ -79,7 +79,7 @@ def _setup(run: ClaimRun):
 
 def _preconditions(gen: dict[str, float]) -> dict[str, Check]:
     # Both claims need a model that follows the colour in the prompt (the edits change colour); shape-following is
-    # not needed by either and is reported as a metric only (the 400-step model reads at chance on shapes).
+    # not needed by either and is reported as a metric only.
     return {"the tiny model generates colours": Check("judge colour accuracy on generated samples", gen["colour"],
                                                       ">=", GEN_COLOUR_MIN)}
 
