@@ -31,8 +31,8 @@ Implementation notes (differences from the official ``TrAct`` wrapper, which reb
 * The linear systems are solved (Cholesky, LU as a fallback), never inverted, in at least float32 (float64
   stays float64), then cast back to the weight's dtype.
 * For a convolution, :math:`G^\top X` is ATen's convolution weight gradient (oneDNN on the CPU) and
-  :math:`X^\top X` one GEMM over the patch matrix, which is built from kh·kw strided slices of the padded input
-  (one copy) rather than by ``F.unfold``, whose CPU kernel loops over the batch; measured in
+  :math:`X^\top X` one GEMM over the patch matrix, which is one strided copy of the padded input rather than
+  ``F.unfold``, whose CPU kernel loops over the batch; measured in
   ``benchmarks/training.py --only tract``.
 * On the CPU the patch matrix is written into a buffer the wrapper keeps between steps (n × b floats, as large as
   the temporary it replaces; the peak memory is unchanged): a fresh multi-megabyte allocation per step is a fresh
@@ -128,17 +128,18 @@ class _Workspace:
 def _patch_matrix(xpad: torch.Tensor, geo: "_ConvGeometry", out_hw: torch.Size,
                   workspace: _Workspace | None = None) -> torch.Tensor:
     """The transposed patch matrix :math:`X^\top` (n × b, n = C·kh·kw in ``unfold``'s (c, i, j) order, b = B·Ho·Wo)
-    of the explicitly padded input ``xpad`` (B×C×H×W), built from kh·kw strided slices of the channel-first input:
-    one contiguous copy and no per-sample loop (``F.unfold``'s CPU kernel loops over the batch), so that
-    :math:`X^\top X` is a single GEMM."""
+    of the explicitly padded input ``xpad`` (B×C×H×W): one strided view of ``xpad`` and one copy, no per-sample loop
+    (``F.unfold``'s CPU kernel loops over the batch), so that :math:`X^\top X` is a single GEMM."""
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel_size, geo.stride, geo.dilation
     ho, wo = int(out_hw[0]), int(out_hw[1])
-    xt = xpad.transpose(0, 1)  # C × B × H × W (a view)
-    taps = [xt[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
-            for i in range(kh) for j in range(kw)]
-    shape = (xt.shape[0], kh * kw, *taps[0].shape[1:])
-    out = torch.stack(taps, dim=1) if workspace is None else torch.stack(taps, dim=1, out=workspace.get(shape, xpad))
-    return out.reshape(xt.shape[0] * kh * kw, -1)
+    xpad = xpad.contiguous()
+    nb, c, hp, wp = xpad.shape
+    # view [c, i, j, batch, y, x] = xpad[batch, c, i*dh + y*sh, j*dw + x*sw], then one strided copy
+    taps = xpad.as_strided((c, kh, kw, nb, ho, wo), (hp * wp, dh * wp, dw, c * hp * wp, sh * wp, sw))
+    shape = (c, kh, kw, nb, ho, wo)
+    out = torch.empty(shape, dtype=xpad.dtype, device=xpad.device) if workspace is None else workspace.get(shape, xpad)
+    out.copy_(taps)
+    return out.view(c * kh * kw, nb * ho * wo)
 
 
 @dataclass(frozen=True)
