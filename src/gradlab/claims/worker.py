@@ -35,7 +35,8 @@ def execute_claim(
     result: dict[str, Any] = {"claim_id": claim_id, "scale": scale, "seed": seed, "metrics": {}, "criterion": "",
                               "notes": "", "pngs": {}, "traceback": "", "started_at": started,
                               "preconditions": {}, "headline": []}
-    try:
+
+    def body() -> None:
         _limit_threads(max(1, int(threads)))
         from gradlab.claims.registry import find_claim
         from gradlab.claims.types import ClaimRun, Evidence
@@ -53,7 +54,16 @@ def execute_claim(
                           pngs=evidence.figure_pngs(), status=evidence.verdict,
                           preconditions=evidence.preconditions_json(),
                           headline=[h.to_json() for h in evidence.headline])
-    except BaseException as exc:  # noqa: BLE001 - a claim's failure of any kind is recorded, not raised
+
+    return _recorded(result, body, started)
+
+
+def _recorded(result: dict[str, Any], body: Callable[[], None], started: float) -> dict[str, Any]:
+    """Run ``body`` (which fills ``result``); any failure but Ctrl-C becomes ``status="error"`` with its traceback;
+    adds ``finished_at`` and ``duration_s``."""
+    try:
+        body()
+    except BaseException as exc:  # noqa: BLE001 - a claim's or setup's failure of any kind is recorded, not raised
         if isinstance(exc, KeyboardInterrupt):
             raise
         result.update(status="error", traceback=traceback.format_exc())
@@ -70,7 +80,8 @@ def execute_setup(
     ``{status: "done" | "error", traceback, started_at, finished_at, duration_s}``; never raises for its failure."""
     started = time.time()
     result: dict[str, Any] = {"status": "done", "traceback": "", "started_at": started}
-    try:
+
+    def body() -> None:
         _limit_threads(max(1, int(threads)))
         import importlib
 
@@ -84,13 +95,8 @@ def execute_setup(
         with tempfile.TemporaryDirectory(prefix="gradlab-setup-") as scratch:
             obj.fn(ClaimRun(seed=seed, scale=scale, scratch=Path(scratch),
                             progress_fn=progress or (lambda f, m="": None)))
-    except BaseException as exc:  # noqa: BLE001 - recorded; the claims that need it still run and report
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        result.update(status="error", traceback=traceback.format_exc())
-    result["finished_at"] = time.time()
-    result["duration_s"] = result["finished_at"] - started
-    return result
+
+    return _recorded(result, body, started)  # a failed setup is recorded; the claims needing it still run
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:
