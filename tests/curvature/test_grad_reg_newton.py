@@ -80,7 +80,13 @@ def test_trajectory_matches_float64_reference_on_logsumexp(kind):
     got, opt = run_torch(A, b, mu, x0, hessian, B, 10)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
     hist = opt.state[next(iter(opt.state))]["history"]
-    np.testing.assert_allclose([h[2] for h in hist], gammas)
+    # once an iterate is at the optimum to rounding (f - f* near 1e-16), the acceptance test compares two numbers
+    # of that size and rounding decides (the reference then halves gamma 40 times on one machine and not on
+    # another); the step-size rule is compared on the iterations that start away from it
+    fstar = f(np.zeros(A.shape[1]))
+    away = [k for k in range(len(gammas)) if f(ref[k]) - fstar > 1e-9]
+    assert len(away) >= 5
+    np.testing.assert_allclose([hist[k][2] for k in away], [gammas[k] for k in away])
     assert f(got[-1]) < f(got[0])
 
 
