@@ -3,6 +3,7 @@ input / bias gradients unchanged, shared Parameters, bad input."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -332,3 +333,37 @@ def test_reused_patch_buffer_gives_the_reference_gradient_step_after_step():
         np.testing.assert_allclose(got.reshape(3, -1).numpy(), closed_form(patches.numpy(), g_rows.numpy(), 0.1),
                                    rtol=1e-10, atol=1e-12)
     assert wrapped._workspace.buf is not None and not any("workspace" in k for k in wrapped.state_dict())
+
+
+@pytest.mark.parametrize("kwargs", CONV_CASES)
+def test_patch_matrix_with_and_without_the_reused_buffer_equals_unfold(kwargs):
+    # the CPU path writes into a kept buffer, the CUDA path allocates: both must be unfold's patches, transposed
+    from gradlab.training.tract import _patch_matrix, _Workspace
+
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 5, **kwargs).double()
+    wrapped = TrAct(conv, 0.1)
+    x = torch.randn(3, 2, 7, 6, dtype=torch.float64)
+    if conv.padding_mode != "zeros":
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+    xpad = F.pad(x, wrapped._geo.pad)
+    out_hw = F.conv2d(xpad, conv.weight, None, conv.stride, 0, conv.dilation).shape[-2:]
+    expected = F.unfold(xpad, conv.kernel_size, dilation=conv.dilation, stride=conv.stride)
+    expected = expected.transpose(0, 1).reshape(expected.shape[1], -1)
+    ws = _Workspace()
+    for workspace in (None, ws, ws):
+        torch.testing.assert_close(_patch_matrix(xpad, wrapped._geo, out_hw, workspace), expected, rtol=0, atol=0)
+
+
+def test_bfloat16_conv_weight_gradient_is_solved_in_float32():
+    # low precision: G^T X, X^T X and the solve run in float32 (a separate ATen call for G^T X), then cast back
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6).to(torch.bfloat16)
+    g = torch.randn(2, 4, 6, 6).to(torch.bfloat16)
+    low = TrAct(copy.deepcopy(conv).to(torch.bfloat16), 0.1)
+    got = weight_grad(low, x, g)
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got.float()).all()
+    ref32 = TrAct(copy.deepcopy(conv).to(torch.bfloat16).float(), 0.1)
+    ref = weight_grad(ref32, x.float(), g.float()).to(torch.bfloat16)
+    torch.testing.assert_close(got.float(), ref.float(), rtol=1e-2, atol=1e-2)

@@ -236,11 +236,9 @@ class _TrActConv2dFn(torch.autograd.Function):
                 gw = torch.zeros_like(weight)
             elif need_gtx:
                 gw = _apply_right_inverse(gtx.reshape(m, n).to(work), cols @ cols.T, b, ctx.lam)
-            else:
-                g2 = grad_out.to(work).transpose(0, 1).reshape(m, b)  # m × b, columns (batch, row, col)
-                k = cols.T @ cols
-                k.div_(b).diagonal().add_(ctx.lam)
-                gw = g2 @ _spd_solve(k, cols.T)
+            else:  # b < n: the b×b form, on the patch rows X = cols^T and G (b × m, rows (batch, row, col))
+                g_rows = grad_out.to(work).transpose(0, 1).reshape(m, b).T
+                gw = _tract_grad(cols.T, g_rows, ctx.lam)
             gw = gw.to(weight.dtype).reshape(weight.shape)
         return gx, gw, gb, None, None, None
 
