@@ -36,7 +36,9 @@ Implementation notes (differences from the official ``TrAct`` wrapper, which reb
   ``benchmarks/training.py --only tract``.
 * On the CPU the patch matrix is written into a buffer the wrapper keeps between steps (n × b floats, as large as
   the temporary it replaces; the peak memory is unchanged): a fresh multi-megabyte allocation per step is a fresh
-  ``mmap`` whose pages fault on first touch, which was most of the measured overhead.
+  ``mmap`` whose pages fault on first touch, which was most of the measured overhead. Backward passes through one
+  wrapper therefore must not run at the same time on two threads (backward passes of one graph, and of graphs run
+  one after the other, are fine).
 * :math:`\lambda` is not scale-free: for inputs with :math:`\tfrac1b X^\top X \ll \lambda` TrAct behaves like the
   plain gradient times :math:`1/\lambda`, i.e. partly like a first-layer learning-rate boost.
 """
