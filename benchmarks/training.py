@@ -10,8 +10,10 @@ run.
   the digits CNN of the TrAct claim. The variants are timed in 7 interleaved rounds and the ratio is the median of
   the per-round ratios (timing them one after the other, as before, had torch_tract at 1.03x plain while both
   implementations were at 1.3x in the same rounds). Measured 2026-12-02 (1 thread, the other core busy): CIFAR
-  1.10-1.14x plain (torch_tract 1.22x), digits 1.26-1.35x (torch_tract 1.37x): on the digits CNN a step takes
-  1 ms and TrAct's fixed per-call cost (~25 small ATen calls and the autograd Function, ~0.25 ms) is what remains.
+  1.10-1.14x plain (torch_tract 1.22x), digits 1.26-1.35x (torch_tract 1.37x). On the digits CNN a step takes
+  1.5 ms, of which ATen's convolution backward alone took ~0.3 ms however little it computes; TrAct now gets
+  G^T X there from one GEMM on its patch matrix (gradlab.training.tract): measured again 2026-12-02, other core idle,
+  digits 1.10x and 1.13x plain (two runs; torch_tract 1.43-1.49x), CIFAR 1.09-1.11x (unchanged path).
 * ``sso``: one SSO outer step (m = 1 and 5 inner steps) vs one torch.optim.SGD step (target m = 1 <= 1.1x).
 * ``wta-crs``: ``WTACRSLinear`` (keep 0.3) vs ``nn.Linear`` on an 8192×512 input → 2048 features: bytes autograd
   saves for backward (Parameters excluded; target <= keep + 0.02 of nn.Linear's) and one forward + backward step

@@ -89,9 +89,19 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["gemm", "aten"])
+def conv_grad_path(request, monkeypatch):
+    """Run a test through both ways of getting G^T X on the CPU: one GEMM on the patch matrix (small layers) and
+    ATen's convolution backward (large layers, or when the input gradient is needed too)."""
+    import gradlab.training.tract as tract_module
+
+    monkeypatch.setattr(tract_module, "_GEMM_GRAD_MAX_MACS", 10**12 if request.param == "gemm" else -1)
+    return request.param
+
+
 @pytest.mark.parametrize("kwargs", CONV_CASES)
 @pytest.mark.parametrize("batch", [3, 1])
-def test_conv_equals_linear_on_unfolded_patches(kwargs, batch):
+def test_conv_equals_linear_on_unfolded_patches(kwargs, batch, conv_grad_path):
     torch.manual_seed(7)
     conv = nn.Conv2d(2, 5, **kwargs).double()
     x = torch.randn(batch, 2, 7, 6, dtype=torch.float64)
@@ -120,6 +130,19 @@ def test_conv_b_smaller_than_n_branch():
     assert patches.shape == (4, 72)
     ref = closed_form(patches.numpy(), g.reshape(1, 4, -1).transpose(1, 2).reshape(-1, 4).numpy(), 0.1)
     np.testing.assert_allclose(got.reshape(4, -1).numpy(), ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [case for case in CONV_CASES if case.get("bias", True)])
+def test_bias_gradient_unchanged_without_input_gradient(kwargs, conv_grad_path):
+    # a first layer: the input needs no gradient, so the small-layer path computes the bias gradient as a sum
+    torch.manual_seed(12)
+    conv = nn.Conv2d(2, 4, **kwargs)
+    wrapped = TrAct(conv)
+    x = torch.randn(2, 2, 7, 6)
+    ref_out, out = conv(x), wrapped(x)
+    g = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, conv.bias, g)[0],
+                               torch.autograd.grad(ref_out, conv.bias, g)[0], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs", CONV_CASES)
@@ -355,8 +378,9 @@ def test_patch_matrix_with_and_without_the_reused_buffer_equals_unfold(kwargs):
         torch.testing.assert_close(_patch_matrix(xpad, wrapped._geo, out_hw, workspace), expected, rtol=0, atol=0)
 
 
-def test_bfloat16_conv_weight_gradient_is_solved_in_float32():
-    # low precision: G^T X, X^T X and the solve run in float32 (a separate ATen call for G^T X), then cast back
+def test_bfloat16_conv_weight_gradient_is_solved_in_float32(conv_grad_path):
+    # low precision: G^T X, X^T X and the solve run in float32 (GEMM path: on float32 copies; ATen path: a separate
+    # ATen call for G^T X), then cast back
     torch.manual_seed(4)
     conv = nn.Conv2d(3, 4, 3, padding=1)
     x = torch.randn(2, 3, 6, 6).to(torch.bfloat16)

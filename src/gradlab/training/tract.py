@@ -30,10 +30,12 @@ Implementation notes (differences from the official ``TrAct`` wrapper, which reb
   honoured; ``groups > 1`` raises ``ValueError`` (the patch matrix would differ per group).
 * The linear systems are solved (Cholesky, LU as a fallback), never inverted, in at least float32 (float64
   stays float64), then cast back to the weight's dtype.
-* For a convolution, :math:`G^\top X` is ATen's convolution weight gradient (oneDNN on the CPU) and
-  :math:`X^\top X` one GEMM over the patch matrix, which is one strided copy of the padded input rather than
-  ``F.unfold``, whose CPU kernel loops over the batch; measured in
-  ``benchmarks/training.py --only tract``.
+* For a convolution, :math:`X^\top X` is one GEMM over the patch matrix, which is one strided copy of the padded
+  input rather than ``F.unfold``, whose CPU kernel loops over the batch. :math:`G^\top X` is ATen's convolution
+  weight gradient (oneDNN on the CPU, together with the input and bias gradients), except for a small CPU layer
+  whose input needs no gradient (a first layer, below ``_GEMM_GRAD_MAX_MACS`` multiply-adds), where it is one more
+  GEMM on the patch matrix and the bias gradient a sum: ATen's call costs ~0.3 ms there whatever it computes,
+  as much as the rest of the digits CNN's backward pass. Measured in ``benchmarks/training.py --only tract``.
 * On the CPU the patch matrix is written into a buffer the wrapper keeps between steps (n × b floats, as large as
   the temporary it replaces; the peak memory is unchanged): a fresh multi-megabyte allocation per step is a fresh
   ``mmap`` whose pages fault on first touch, which was most of the measured overhead. Backward passes through one
@@ -186,6 +188,13 @@ class _TrActLinearFn(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+# Below this many multiply-adds (n·b·m), a CPU convolution's G^T X is one GEMM on the patch matrix instead of ATen's
+# convolution backward, whose oneDNN call costs ~0.3 ms however small the layer (measured on the development CPU,
+# 1 thread: digits' 1->16 3x3 conv on 64 8x8 images, 0.6 M: GEMM 0.07 ms + bias sum 0.02 ms vs 0.33 ms; CIFAR's 3->32
+# on 64 32x32 images, 57 M: GEMM 6.1 ms vs 3.7 ms; the two cross near 4 M)
+_GEMM_GRAD_MAX_MACS = 4_000_000
+
+
 class _TrActConv2dFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lam: float,
@@ -216,20 +225,28 @@ class _TrActConv2dFn(torch.autograd.Function):
             xpad = F.pad(x, geo.pad) if any(geo.pad) else x
             cols = _patch_matrix(xpad.to(work), geo, grad_out.shape[-2:], ctx.workspace)  # n × b, (c, i, j) rows
         need_gtx = cols is not None and cols.shape[1] >= cols.shape[0] > 0
-        # ATen's convolution backward gives the input gradient, G^T X (the ordinary weight gradient) and the bias
-        # gradient in one call, as for a plain Conv2d (one pass over grad_out); in low precision G^T X is computed
-        # separately in the working dtype
-        same_dtype = x.dtype == work and grad_out.dtype == work and weight.dtype == work
-        mask = (need_x, need_gtx and same_dtype, need_b)
         gxp = gtx = gb = None
-        if any(mask):
-            gxp, gtx, gb = torch.ops.aten.convolution_backward(
-                grad_out, xp, weight, [m] if need_b else None, list(geo.stride), list(sym), list(geo.dilation),
-                False, [0, 0], 1, mask)
-        if need_gtx and not same_dtype:
-            gtx = torch.ops.aten.convolution_backward(
-                grad_out.to(work), xp.to(work), weight.to(work), None, list(geo.stride), list(sym),
-                list(geo.dilation), False, [0, 0], 1, (False, True, False))[1]
+        if need_gtx and not need_x and x.device.type == "cpu" and cols.numel() * m <= _GEMM_GRAD_MAX_MACS:
+            # small first layer on the CPU: G^T X is one GEMM on the patch matrix already built, the bias gradient
+            # one sum -- ATen's convolution backward costs ~0.3 ms per call there whatever it computes
+            b = cols.shape[1]
+            gtx = grad_out.to(work).transpose(0, 1).reshape(m, b) @ cols.T  # rows of G: (batch, row, col)
+            if need_b:
+                gb = grad_out.sum((0, 2, 3))
+        else:
+            # ATen's convolution backward gives the input gradient, G^T X (the ordinary weight gradient) and the bias
+            # gradient in one call, as for a plain Conv2d (one pass over grad_out); in low precision G^T X is
+            # computed separately in the working dtype
+            same_dtype = x.dtype == work and grad_out.dtype == work and weight.dtype == work
+            mask = (need_x, need_gtx and same_dtype, need_b)
+            if any(mask):
+                gxp, gtx, gb = torch.ops.aten.convolution_backward(
+                    grad_out, xp, weight, [m] if need_b else None, list(geo.stride), list(sym), list(geo.dilation),
+                    False, [0, 0], 1, mask)
+            if need_gtx and not same_dtype:
+                gtx = torch.ops.aten.convolution_backward(
+                    grad_out.to(work), xp.to(work), weight.to(work), None, list(geo.stride), list(sym),
+                    list(geo.dilation), False, [0, 0], 1, (False, True, False))[1]
         gx = gxp if gxp is None or xp is x else gxp[..., pt:pt + x.shape[-2], pl:pl + x.shape[-1]]
         gw = None
         if need_w:
