@@ -216,6 +216,25 @@ def test_bad_input():
         TargetSurrogate(z, z, 1.0)(torch.zeros(2, 2))
 
 
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_targets_or_target_gradient_raise_before_any_change(m, bad):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    before = [t.detach().clone() for t in model.parameters()]
+    opt = SSO(model.parameters(), eta=1.0, inner_steps=m, inner="sgd", inner_lr=0.1)
+    x_bad = x.clone()
+    x_bad[1, 2] = bad
+    with pytest.raises(ValueError, match="forward\\(\\) returned NaN or inf targets"):
+        opt.step(lambda: model(x_bad), lambda z: z.square().sum())
+    with pytest.raises(ValueError, match="target gradient is NaN or inf"):
+        opt.step(lambda: model(x), lambda z: (z * torch.tensor([bad, 1.0])).sum())
+    for a, b in zip(before, model.parameters()):
+        assert torch.equal(a, b)
+    assert opt.state["outer_steps"] == 0
+
+
 @settings(max_examples=25, deadline=None)
 @given(eta=st.floats(1e-3, 1e3), m=st.integers(1, 6), inner=st.sampled_from(["armijo", "sgd"]),
        lr=st.floats(1e-4, 1.0), n=st.integers(1, 9), seed=st.integers(0, 10_000))
