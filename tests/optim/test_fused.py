@@ -118,6 +118,40 @@ def test_noncontiguous_gradients_and_params_take_the_loop_path_inside_a_fused_st
     assert ob is not oa
 
 
+@pytest.mark.parametrize("uniform", [True, False])
+def test_plan_never_hands_the_kernels_a_state_tensor_of_the_wrong_length(uniform):
+    """A state buffer shorter than its parameter (set by hand) must not reach the kernels, which would write past
+    its end: the plan leaves that parameter to the tensor-op path (here a shape error from torch), in both the
+    uniform-group fast path and the general per-parameter plan (a float64 parameter makes the group mixed)."""
+    params = [nn.Parameter(torch.randn(64)) for _ in range(3)]
+    if not uniform:
+        params.append(nn.Parameter(torch.randn(4, dtype=torch.float64)))
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt = Lion(params, lr=0.1, fused=True)
+    opt.step()
+    opt.state[params[1]]["exp_avg"] = torch.zeros(8)
+    tensors = opt._prepare_group(opt.param_groups[0])
+    plan = _fused.make_plan(tensors[:3], tensors[3])
+    kernel_params = sorted(i for b in plan.kernel.values() for i in b.index)
+    assert 1 not in kernel_params and 1 in plan.rest
+    assert kernel_params == ([0, 2] if uniform else [0, 2, 3])
+    with pytest.raises(RuntimeError):
+        opt.step()
+
+
+def test_adagradnorm_sums_are_one_element_lists_for_the_plan():
+    params = [nn.Parameter(torch.randn(16)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt = AdaGradNorm(params, lr=0.1, fused=True)
+    opt.step()
+    tensors = opt._prepare_group(opt.param_groups[0])
+    plan = _fused.make_plan(tensors[:3], tensors[3], scalars=(2,))
+    assert [i for b in plan.kernel.values() for i in b.index] == [0, 1] and not plan.rest
+    assert _fused.make_plan(tensors[:3], tensors[3]).rest == [0, 1]  # without the declaration: never the kernels
+
+
 @pytest.mark.parametrize("cls", OPTIMIZERS)
 def test_fused_step_bumps_version_counters_so_autograd_still_detects_stale_graphs(cls):
     """The kernels write through raw addresses; like an ATen in-place op, the fused step must make autograd refuse
@@ -237,13 +271,14 @@ def test_property_fused_equals_forloop_on_random_problems(cls, n, steps, dtype, 
 
 
 @settings(max_examples=20, deadline=None)
-@given(bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]), where=st.integers(0, 99),
+@given(bad=st.sampled_from([float("nan"), float("inf"), -float("inf")]), where=st.integers(0, 102),
        dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_property_fused_lion_finds_any_nonfinite_gradient_entry(bad, where, dtype):
-    """The fused finiteness check (one read, no arithmetic on the values) catches every position and kind."""
-    a, b = nn.Parameter(torch.randn(7, dtype=dtype)), nn.Parameter(torch.randn(100, dtype=dtype))
+    """The fused finiteness check (one read, no arithmetic on the values) catches every position and kind (103
+    entries: each of the four interleaved read streams and the remainder)."""
+    a, b = nn.Parameter(torch.randn(7, dtype=dtype)), nn.Parameter(torch.randn(103, dtype=dtype))
     opt = Lion([a, b], lr=0.1, fused=True)
-    a.grad, b.grad = torch.ones(7, dtype=dtype), torch.ones(100, dtype=dtype)
+    a.grad, b.grad = torch.ones(7, dtype=dtype), torch.ones(103, dtype=dtype)
     b.grad[where] = bad
     before = [a.detach().clone(), b.detach().clone()]
     with pytest.raises(NonFiniteGradientError, match="parameter 1 in param group 0"):

@@ -155,13 +155,26 @@ def first_nonfinite(g_addr, sizes, like):
 
     ``sum(g * 0)`` is 0 for finite entries and NaN as soon as one entry is inf or NaN, in any summation order;
     ``reassoc`` lets LLVM vectorise the sum (folding ``g * 0`` to 0 would need the ``nnan``/``nsz`` flags, which
-    are not set)."""
+    are not set). Each tensor is read as four interleaved streams (its quarters), one partial sum each: a single
+    read stream is latency-bound in DRAM (measured 0.22 ns per float32 entry at 25M entries on the development
+    CPU, 0.16 with four streams; the fused updates, with 5-9 streams, move an array in 0.13-0.14)."""
     zero = like - like
     for t in range(sizes.shape[0]):
-        g = carray(_ptr(g_addr[t], like), (sizes[t],))
-        acc = zero
-        for i in range(sizes[t]):
-            acc += g[i] * zero
+        n = sizes[t]
+        g = carray(_ptr(g_addr[t], like), (n,))
+        q = n // 4
+        a0 = zero
+        a1 = zero
+        a2 = zero
+        a3 = zero
+        for i in range(q):
+            a0 += g[i] * zero
+            a1 += g[i + q] * zero
+            a2 += g[i + 2 * q] * zero
+            a3 += g[i + 3 * q] * zero
+        for i in range(4 * q, n):
+            a0 += g[i] * zero
+        acc = (a0 + a1) + (a2 + a3)
         if acc != acc:
             return t
     return -1
@@ -235,16 +248,31 @@ def sum_squares(p_addr, g_addr, s_addr, st_addr, sizes, st_one, gsign, l2):
     """Per tensor: ``step += 1`` and ``s += sum((g*gsign + l2*p)^2)``, the sum accumulated in float64 and rounded
     once to ``s``'s dtype (that of the tensor). The sum may be re-associated (``fastmath={"reassoc"}``, so that
     LLVM vectorises it with several partial sums); no other fast-math flag, so NaN/inf propagate. With ``l2 = 0``
-    the parameter is not read."""
+    (two separate loops, so that each vectorises) the parameter is not read, and the gradient is read as four
+    interleaved streams (see :func:`first_nonfinite`)."""
     for t in range(sizes.shape[0]):
         _bump(st_addr, t, st_one)
         n = sizes[t]
         g = carray(_ptr(g_addr[t], gsign), (n,))
         acc = 0.0
         if l2 == 0:
-            for i in range(n):
+            q = n // 4
+            a1 = 0.0
+            a2 = 0.0
+            a3 = 0.0
+            for i in range(q):
+                d0 = np.float64(g[i])
+                d1 = np.float64(g[i + q])
+                d2 = np.float64(g[i + 2 * q])
+                d3 = np.float64(g[i + 3 * q])
+                acc += d0 * d0
+                a1 += d1 * d1
+                a2 += d2 * d2
+                a3 += d3 * d3
+            for i in range(4 * q, n):
                 d = np.float64(g[i])
                 acc += d * d
+            acc = (acc + a1) + (a2 + a3)
         else:
             p = carray(_ptr(p_addr[t], gsign), (n,))
             for i in range(n):

@@ -117,6 +117,8 @@ class AdaGradNorm(ValidatedOptimizer):
             check_type("foreach", group["foreach"], bool)
         _fused.check_fused_flag(group.get("fused"), group["foreach"])
 
+    _FUSED_SCALAR_LISTS = (2,)  # the per-tensor sums of squares: one element each (gradlab.optim._fused.make_plan)
+
     def _prepare_group(self, group: dict[str, Any]) -> tuple[list, list, list, list]:
         params, grads = params_with_grad("AdaGradNorm", group)
         sums, steps = [], []
