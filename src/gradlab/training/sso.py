@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from gradlab.core.validation import check_choice, check_int, check_positive, check_tensor, check_type
+from gradlab.core.validation import check_choice, check_int, check_positive, check_tensor
 
 __all__ = ["SSO", "TargetSurrogate"]
 
