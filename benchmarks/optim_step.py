@@ -7,8 +7,9 @@ for-loop paths) against ``torch.optim.AdamW(fused=True)``, side by side on the s
 
 Method. Candidates are timed *interleaved*: in every round each candidate runs ``torch.utils.benchmark.Timer``
 for ~``--block`` seconds, in an order rotated every round, and its time is the median over rounds; the anchor
-(torch's fused AdamW) runs in every chunk of candidates, so each ratio compares two medians taken side by side
-(on a shared machine absolute times move by 2x within minutes; such ratios do not). All candidates read the same
+(torch's fused AdamW) runs in every chunk of candidates, and a ratio is the median over rounds of the candidate's
+time / the anchor's time in the same round (on a shared machine absolute times move by 2x within minutes; such
+per-round ratios move far less; before 2026-12-02 a ratio was one of two medians). All candidates read the same
 fixed random gradients (no optimizer writes them) and step on their own copy of the parameters.
 
 Memory-traffic limit. A fused step that reads ``r`` and writes ``w`` arrays of ``N`` float32 entries moves
@@ -144,8 +145,8 @@ def build(cand: Candidate, init: list[torch.Tensor], grads: list[torch.Tensor]) 
     return step, first, nbytes
 
 
-def interleaved(fns: dict[str, Callable[[], None]], rounds: int, block: float) -> dict[str, float]:
-    """Median seconds per call of each callable over ``rounds`` interleaved rounds (order rotated each round)."""
+def interleaved_samples(fns: dict[str, Callable[[], None]], rounds: int, block: float) -> dict[str, list[float]]:
+    """Seconds per call of each callable in each of ``rounds`` interleaved rounds (order rotated each round)."""
     timers, number = {}, {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
@@ -159,7 +160,19 @@ def interleaved(fns: dict[str, Callable[[], None]], rounds: int, block: float) -
         k = r % len(names)
         for name in names[k:] + names[:k]:
             samples[name].append(timers[name].timeit(number[name]).mean)
-    return {n: statistics.median(v) for n, v in samples.items()}
+    return samples
+
+
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, block: float) -> dict[str, float]:
+    """Median seconds per call of each callable over ``rounds`` interleaved rounds."""
+    return {n: statistics.median(v) for n, v in interleaved_samples(fns, rounds, block).items()}
+
+
+def round_ratios(samples: dict[str, list[float]], anchor: str) -> dict[str, float]:
+    """Per callable: the median over rounds of its time / the anchor's time in the same round. On a shared machine
+    whose speed drifts between rounds (measured: 2x within minutes), this moves less than a ratio of two medians."""
+    base = samples[anchor]
+    return {n: statistics.median(a / b for a, b in zip(v, base)) for n, v in samples.items()}
 
 
 def copy_callable(n_elements: int, device: str) -> Callable[[], None]:
@@ -200,13 +213,14 @@ def run_size(width: int, layers: int, device: str, rounds: int, block: float, me
         if ci == 0:
             for k in sorted({c.arrays for c in chunk if c.arrays}):
                 fns[f"copy_ moving {k} arrays"] = copy_callable(k * n // 2, device)
-        times = interleaved(fns, rounds, block)
-        anchor = times.get(ANCHOR)
+        samples = interleaved_samples(fns, rounds, block)
+        times = {n: statistics.median(v) for n, v in samples.items()}
+        ratios = round_ratios(samples, ANCHOR) if ANCHOR in samples else {}
         for name, t in times.items():
             if name.startswith("copy_"):
                 limits[name] = t
             elif name != ANCHOR or ci == 0:
-                rows[name] = (t, t / anchor if anchor else float("nan"), firsts[name], nbytes[name])
+                rows[name] = (t, ratios.get(name, float("nan")), firsts[name], nbytes[name])
         del fns
         gc.collect()
     print(f"\n{'optimizer':38s} {'ms/step':>9s} {'vs AdamW fused':>15s} {'limit ms':>9s} {'step/limit':>11s} "
