@@ -217,6 +217,18 @@ def test_bad_input():
 
 
 @pytest.mark.parametrize("m", [1, 3])
+def test_target_loss_that_ignores_z_is_a_value_error_for_every_m(m):
+    # the loss requires grad through a captured parameter but not through z: the same clear error for m = 1 (one
+    # backward pass for grad_z and the step) and m > 1 (grad_z on a detached copy)
+    w = nn.Parameter(torch.randn(2))
+    before = w.detach().clone()
+    opt = SSO([w], eta=1.0, inner_steps=m, inner="sgd", inner_lr=0.1)
+    with pytest.raises(ValueError, match="differentiable in z"):
+        opt.step(lambda: w[None] * 1.0, lambda z: (w * 2).sum())
+    assert torch.equal(w.detach(), before)
+
+
+@pytest.mark.parametrize("m", [1, 3])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_targets_or_target_gradient_raise_before_any_change(m, bad):
     torch.manual_seed(0)

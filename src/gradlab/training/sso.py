@@ -206,10 +206,10 @@ class SSO:
                 raise ValueError("target_loss(z) must be differentiable in z")
             if m == 1:
                 grad_z, *first_grads = torch.autograd.grad(loss, [z_in, *self.params], allow_unused=True)
-                if grad_z is None:
-                    raise ValueError("target_loss(z) must be differentiable in z")
             else:
-                (grad_z,) = torch.autograd.grad(loss, z_in)
+                (grad_z,) = torch.autograd.grad(loss, z_in, allow_unused=True)
+            if grad_z is None:  # the loss does not use z (it may still require grad through captured params)
+                raise ValueError("target_loss(z) must be differentiable in z")
         self.state["target_grad_calls"] = int(self.state["target_grad_calls"]) + 1  # type: ignore[arg-type]
         if not _all_finite(z_t, grad_z):  # before any parameter changes
             if not _all_finite(z_t):
