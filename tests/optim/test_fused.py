@@ -152,6 +152,34 @@ def test_adagradnorm_sums_are_one_element_lists_for_the_plan():
     assert _fused.make_plan(tensors[:3], tensors[3]).rest == [0, 1]  # without the declaration: never the kernels
 
 
+
+@pytest.mark.parametrize("case", ["one bucket", "a parameter without gradient", "two dtypes", "strided rest"])
+def test_adagradnorm_fused_denominator_is_sqrt_of_every_squared_norm_plus_eps(case):
+    """b^2 = initial + every squared gradient norm of the group, by whichever route the fused step takes: from the
+    kernel when one bucket is the whole group, from the state sums otherwise (a parameter with state but no
+    gradient this step, float32 and float64 parameters, a strided parameter updated by the loop path)."""
+    dtypes = [torch.float64, torch.float32] if case == "two dtypes" else [torch.float64, torch.float64]
+    params = [nn.Parameter(torch.randn(33, dtype=dtypes[0])), nn.Parameter(torch.randn(4, 5, dtype=dtypes[1]))]
+    if case == "strided rest":
+        params[1] = nn.Parameter(torch.randn(5, 4, dtype=dtypes[1]).t())
+    grads = [[torch.randn(p.shape, dtype=p.dtype) for p in params] for _ in range(3)]
+    if case == "a parameter without gradient":
+        grads[2][1] = None
+    opt = AdaGradNorm(params, lr=0.1, initial_accumulator_value=0.25, eps=1e-3, fused=True)
+    b2 = 0.25
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g
+        before = [p.detach().clone() for p in params]
+        b2 += sum(float(g.double().square().sum()) for g in step_grads if g is not None)
+        opt.step()
+        denom = b2 ** 0.5 + 1e-3
+        for p, g, old in zip(params, step_grads, before):
+            expected = old if g is None else old - 0.1 * g / denom
+            rtol = 1e-12 if torch.float32 not in dtypes else 1e-6  # a float32 sum enters every parameter's b
+            torch.testing.assert_close(p.detach(), expected, rtol=rtol, atol=rtol)
+    assert float(opt.accumulator()) == pytest.approx(b2, rel=1e-6)
+
 @pytest.mark.parametrize("cls", OPTIMIZERS)
 def test_fused_step_bumps_version_counters_so_autograd_still_detects_stale_graphs(cls):
     """The kernels write through raw addresses; like an ATen in-place op, the fused step must make autograd refuse
@@ -252,11 +280,16 @@ def test_compiled_fused_diffgrad_matches_forloop(compiled_cpu_backend):
 @given(cls=st.sampled_from(OPTIMIZERS), n=st.integers(0, 40), steps=st.integers(1, 4),
        dtype=st.sampled_from([torch.float32, torch.float64]), maximize=st.booleans(),
        wd=st.sampled_from([0.0, 0.1]), decoupled=st.booleans(), scale=st.sampled_from([1e-3, 1.0, 1e3]),
-       seed=st.integers(0, 2**16))
-def test_property_fused_equals_forloop_on_random_problems(cls, n, steps, dtype, maximize, wd, decoupled, scale, seed):
+       beta1=st.sampled_from([0.9, 0.3]), seed=st.integers(0, 2**16))
+def test_property_fused_equals_forloop_on_random_problems(cls, n, steps, dtype, maximize, wd, decoupled, scale, beta1,
+                                                          seed):
+    """Random sizes, dtypes, flags and scales; ``beta1`` 0.9 or 0.3 takes both branches of ATen's lerp formula
+    (weight 1 - beta1 below or above 0.5), which the kernels compile as separate loops."""
     gen = torch.Generator().manual_seed(seed)
     init = [torch.randn(n, generator=gen, dtype=dtype), torch.randn(3, 2, generator=gen, dtype=dtype)]
     kw = {"lr": 0.01, "maximize": maximize, "weight_decay": wd}
+    if cls is not AdaGradNorm:
+        kw["betas"] = (beta1, 0.99)
     if cls is not Lion:
         kw["decoupled_weight_decay"] = decoupled
     ends = []

@@ -235,7 +235,7 @@ def _diffgrad_fused(
         c = b.one
         k = _fused.kernels()
         k.diffgrad_step(*b.ptrs, b.sizes, b.step_one(), c(1.0), c(-1.0 if maximize else 1.0), c(l2), c(decay),
-                        float(lr), float(beta1), float(beta2), 0.5, c(1 - beta1), c(beta2), c(1 - beta2), c(eps),
+                        float(lr), float(beta1), float(beta2), 0.5, c(1 - beta1), c(beta2), c(1 - beta2), float(eps),
                         k.sigmoid_constants(_fused._NP[b.dtype]))
     if plan.kernel:
         _fused.mark_modified(params, exp_avgs, exp_avg_sqs, prev_grads, steps)
