@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from gradlab.core import check_positive, check_range
+from gradlab.core import check_positive, check_range, check_type
 
 _FOREACH_DEVICES = ("cuda", "xpu")
 
@@ -88,11 +88,39 @@ def step_values(steps: Iterable[Tensor]) -> list[float]:
     return torch.stack(steps).tolist()
 
 
-def new_step_tensor() -> Tensor:
-    """A fresh per-parameter step counter: 0-dim on the CPU, float32 (float64 under a float64 default dtype),
-    as in ``torch.optim``."""
+def new_step_tensor(device: torch.device | None = None) -> Tensor:
+    """A fresh per-parameter step counter: 0-dim, float32 (float64 under a float64 default dtype), on the CPU
+    or, for ``capturable=True``, on the parameter's ``device``, as in ``torch.optim``."""
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-    return torch.tensor(0.0, dtype=dtype)
+    return torch.zeros((), dtype=dtype, device=device)
+
+
+def capturable_device_types() -> list[str]:
+    """The device types on which ``torch.optim`` supports ``capturable=True`` (CUDA graphs and the like)."""
+    from torch.optim.optimizer import _get_capturable_supported_devices
+
+    return list(_get_capturable_supported_devices())
+
+
+def check_capturable_group(optimizer_name: str, group_index: int, group: dict[str, Any], params: Sequence[Tensor],
+                           steps: Sequence[Tensor]) -> None:
+    """``capturable=True`` (checked before anything changes, reading no tensor on the host): every parameter
+    on a device type ``torch.optim`` can capture, its step counter on the same device, and a tensor ``lr`` on
+    the parameters' device (a CPU ``lr`` would be baked into a captured graph as a constant)."""
+    where = f"{optimizer_name}: capturable=True, param group {group_index}"
+    supported = capturable_device_types()
+    for i, (p, st) in enumerate(zip(params, steps)):
+        if p.device.type not in supported:
+            raise ValueError(f"{where}: parameter {i} is on {p.device}; capturable steps (CUDA graphs) exist on "
+                             f"the device types {supported}, as in torch.optim")
+        if st.device != p.device:
+            raise ValueError(f"{where}: the step counter of parameter {i} is on {st.device}, the parameter on "
+                             f"{p.device}; it must live on the parameter's device (load the state dict into an "
+                             "optimizer created with capturable=True, which places it there)")
+    lr = group["lr"]
+    if isinstance(lr, Tensor) and params and lr.device != params[0].device:
+        raise ValueError(f"{where}: a tensor lr must be on the parameters' device {params[0].device}; got "
+                         f"{lr.device}")
 
 
 def check_lr(lr: Any) -> float:
@@ -154,14 +182,29 @@ def lr_value(lr: Any) -> float:
     return float(lr.item()) if isinstance(lr, Tensor) else float(lr)
 
 
-def check_lr_any(lr: Any, name: str = "lr") -> float:
-    """A learning rate: a finite real number >= 0, or a 0-dim real tensor holding one."""
+def check_lr_any(lr: Any, name: str = "lr", host_read: bool = True) -> float | None:
+    """A learning rate: a finite real number >= 0, or a 0-dim real tensor holding one. ``host_read=False``
+    (``capturable=True``): a tensor has its shape and dtype checked but its value is not read (on a device that
+    would synchronise, which a CUDA graph capture forbids); ``None`` is returned then."""
     if isinstance(lr, Tensor):
         if lr.numel() != 1 or lr.is_complex() or not lr.is_floating_point():
             raise TypeError(f"{name} as a tensor must be a 0-dim real floating tensor; got shape {tuple(lr.shape)} "
                             f"dtype {lr.dtype}")
+        if not host_read:
+            return None
         lr = float(lr.item())
     return check_positive(name, lr, allow_zero=True)
+
+
+def check_capturable_flag(group: dict[str, Any]) -> bool:
+    """``capturable`` must be a bool, and not ``True`` together with ``fused=True`` (the capturable step is the
+    tensor-op update run eagerly; see :mod:`gradlab.optim._fused`)."""
+    capturable = group.get("capturable", False)
+    check_type("capturable", capturable, bool)
+    if capturable and group.get("fused"):
+        raise ValueError("capturable=True and fused=True cannot be used together: the capturable step is the "
+                         "tensor-op update (fused=None or False)")
+    return capturable
 
 
 def check_state_dict_shapes(optimizer: torch.optim.Optimizer, state_dict: Any,

@@ -66,7 +66,17 @@ On CUDA the fused path is ``torch.compile`` of the same update written in tensor
 generates Triton), with every hyperparameter passed as a 0-dim tensor, so a learning-rate scheduler never
 triggers a recompilation (compiles once per group signature: device, dtypes, shapes, flags). **This path is
 untested here** (no GPU); the identical code path is tested on the CPU through Inductor's C++ backend
-(``set_backend("cpu", "compile")``). ``capturable`` (CUDA graphs) is not implemented.
+(``set_backend("cpu", "compile")``).
+
+``capturable=True`` (CUDA graphs; torch.optim's meaning and device rule,
+:func:`~gradlab.optim._foreach.capturable_device_types`) runs that tensor-op update eagerly, with the step
+counters on the parameters' device and nothing read on the host: no ``.item()`` of the step (the loop and
+foreach paths read it for the bias corrections), no value check of a tensor ``lr``, no finite-gradient check
+(Lion requires ``check_finite=False`` with it). It is not combined with ``fused=True``: the compiled update takes
+its hyperparameters as device tensors made at each call, a host-to-device copy that a capture forbids. **Tested
+on the CPU only** (no GPU lent): torch's capturable device list is extended by "cpu" and every host read
+(``item``, ``bool``, ``float``, ``tolist``, ``nonzero``, ...) raises during the step
+(``tests/optim/test_capturable.py``); an actual ``torch.cuda.graph`` capture has not been run.
 
 Dispatch rule (:func:`resolve_impl`):
 
@@ -304,13 +314,16 @@ def resolve_impl(optimizer_name: str, group_index: int, group: dict[str, Any], t
                  steps: Sequence[Tensor], compiling: bool | None = None,
                  scalars: Sequence[int] = ()) -> tuple[str, Plan | None]:
     """The path for one group and, for the fused path, its :class:`Plan`: ``"traceable"`` (under
-    ``torch.compile``; ``compiling=None`` asks :func:`torch.compiler.is_compiling`), ``"fused"``, ``"foreach"`` or
-    ``"loop"`` (the rule is in the module docstring). Raises ``ValueError`` for ``fused=True`` where it is
+    ``torch.compile``; ``compiling=None`` asks :func:`torch.compiler.is_compiling`), ``"capturable"`` (the same
+    tensor-op update, run eagerly, for ``capturable=True``), ``"fused"``, ``"foreach"`` or ``"loop"`` (the rule is
+    in the module docstring). Raises ``ValueError`` for ``fused=True`` where it is
     unavailable, before anything changes."""
     fused, foreach = group.get("fused"), group.get("foreach")
     params = tensorlists[0]
     if torch.compiler.is_compiling() if compiling is None else compiling:
         return "traceable", None
+    if group.get("capturable"):
+        return "capturable", None
     if fused or (fused is None and foreach is None and params):
         plan = make_plan(tensorlists, steps, scalars)
         if fused:
@@ -334,12 +347,14 @@ def prepare_groups(optimizer: Any, name: str, compiling: bool,
     AdaGrad-Norm's sums) names their indices in a class attribute ``_FUSED_SCALAR_LISTS``: :func:`make_plan`
     checks every other list's tensors to be as long as their parameters. Never traced by ``torch.compile`` (``compiling`` comes from the caller's frame): under
     ``torch.compile(opt.step)`` only the update is compiled, and validation adds no guards."""
-    from gradlab.optim._foreach import check_finite_grads
+    from gradlab.optim._foreach import check_capturable_group, check_finite_grads
 
     prepared = []
     for gi, group in enumerate(optimizer._checked_groups()):
         tensors = optimizer._prepare_group(group)
         n = len(tensors) - 1
+        if group.get("capturable") and not compiling:
+            check_capturable_group(name, gi, group, tensors[0], tensors[n])
         impl, plan = resolve_impl(name, gi, group, tensors[:n], tensors[n], compiling=compiling,
                                   scalars=getattr(optimizer, "_FUSED_SCALAR_LISTS", ()))
         prepared.append((group, tensors, impl, plan))

@@ -34,6 +34,7 @@ from gradlab.core.validation import check_positive, check_type
 from gradlab.optim import _fused
 from gradlab.optim._foreach import (
     ValidatedOptimizer,
+    check_capturable_flag,
     check_lr_any,
     lr_value,
     params_with_grad,
@@ -64,6 +65,12 @@ class AdaGradNorm(ValidatedOptimizer):
             torch.optim's foreach rule; ``True`` raises ``ValueError`` where it is unavailable. The update equals
             the for-loop path bit for bit; the squared norms are summed in float64 in another order (the
             accumulator agrees to rounding, so the steps differ in the last bits).
+        capturable: a step that never synchronises with the device, so that it can be captured in a CUDA graph
+            (``torch.optim``'s meaning; parameters on a device type it supports, see
+            :func:`~gradlab.optim._foreach.capturable_device_types`, else ``ValueError``). The step counters and
+            the accumulator live on the parameters' device and the update runs as tensor ops; a tensor ``lr``
+            must be on that device and is never read on the host (a float ``lr`` is a constant of a captured
+            graph). Not with ``fused=True``.
 
     Every param group is validated (in ``__init__``, ``add_param_group``, ``load_state_dict`` and each step);
     a loaded state must hold a one-number ``sum_sq`` and ``step`` per parameter.
@@ -84,10 +91,11 @@ class AdaGradNorm(ValidatedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         self._check_group(dict(lr=lr, initial_accumulator_value=initial_accumulator_value, eps=eps,
                                weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-                               maximize=maximize, foreach=foreach, fused=fused))
+                               maximize=maximize, foreach=foreach, fused=fused, capturable=capturable))
         defaults = dict(
             lr=lr,
             initial_accumulator_value=initial_accumulator_value,
@@ -97,15 +105,17 @@ class AdaGradNorm(ValidatedOptimizer):
             maximize=maximize,
             foreach=foreach,
             fused=fused,
+            capturable=capturable,
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None, fused=None)
+        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None, fused=None,
+                               capturable=False)
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        lr = check_lr_any(group["lr"])
+        lr = check_lr_any(group["lr"], host_read=not check_capturable_flag(group))
         if lr == 0:
             raise ValueError("lr must be > 0; got 0")
         check_positive("initial_accumulator_value", group["initial_accumulator_value"], allow_zero=True)
@@ -125,7 +135,8 @@ class AdaGradNorm(ValidatedOptimizer):
         for p in params:
             state = self.state[p]
             if len(state) == 0:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["step"] = torch.zeros((), dtype=torch.float32,
+                                            device=p.device if group.get("capturable") else None)
                 state["sum_sq"] = torch.zeros((), dtype=_acc_dtype(p.dtype), device=p.device)
             sums.append(state["sum_sq"])
             steps.append(state["step"])
@@ -156,11 +167,11 @@ class AdaGradNorm(ValidatedOptimizer):
             else:
                 all_sums = [self.state[p]["sum_sq"] for p in group["params"] if "sum_sq" in self.state.get(p, {})]
             fn = {"fused": _fused_adagradnorm, "foreach": _multi_tensor_adagradnorm, "loop": _single_tensor_adagradnorm,
-                  "traceable": _traceable_adagradnorm}[impl]
+                  "traceable": _traceable_adagradnorm, "capturable": _traceable_adagradnorm}[impl]
             extra = {"plan": plan} if impl == "fused" else {}
             fn(
                 params, grads, sums, steps, all_sums, **extra,
-                lr=group["lr"] if impl == "traceable" else lr_value(group["lr"]),
+                lr=group["lr"] if impl in ("traceable", "capturable") else lr_value(group["lr"]),
                 initial_accumulator_value=float(group["initial_accumulator_value"]),
                 eps=float(group["eps"]),
                 weight_decay=float(group["weight_decay"]),
@@ -289,8 +300,8 @@ def _traceable_adagradnorm(
     all_sums: list[torch.Tensor], *, lr: Any, initial_accumulator_value: float, eps: float,
     weight_decay: float, decoupled: bool, maximize: bool,
 ) -> None:
-    """Tensor-op update for ``torch.compile(opt.step)``: ``lr`` may be a 0-dim tensor and is never read on the
-    host; the accumulator stays on the device."""
+    """Tensor-op update for ``torch.compile(opt.step)``, the CUDA fused path and ``capturable=True``: ``lr`` may be
+    a 0-dim tensor and is never read on the host; the accumulator stays on the device."""
     directions = _directions_and_accumulate(params, grads, sums, steps, weight_decay=weight_decay,
                                             decoupled=decoupled, maximize=maximize)
     denom = _group_accumulator(all_sums, initial_accumulator_value).sqrt().add(eps)

@@ -42,6 +42,7 @@ from gradlab.optim import _fused
 from gradlab.optim._foreach import (
     ValidatedOptimizer,
     check_betas,
+    check_capturable_flag,
     check_lr_any,
     lr_value,
     group_by_device_and_dtype,
@@ -74,6 +75,12 @@ class DiffGrad(ValidatedOptimizer):
             Equal to the for-loop path up to a few ulps per step: ``sqrt`` and the sigmoid differ (1 and 1.5 ulp)
             and ``sigmoid * m / denom`` takes one division instead of two (see
             :mod:`gradlab.optim._fused_numba`).
+        capturable: a step that never synchronises with the device, so that it can be captured in a CUDA graph
+            (``torch.optim``'s meaning; parameters on a device type it supports, see
+            :func:`~gradlab.optim._foreach.capturable_device_types`, else ``ValueError``). The step counters live on
+            the parameters' device, the bias corrections are computed there, and the update runs as tensor ops; a
+            tensor ``lr`` must be on that device and is never read on the host (a float ``lr`` is a constant of a
+            captured graph). Not with ``fused=True``.
 
     State per parameter: ``step`` (0-dim tensor), ``exp_avg``, ``exp_avg_sq`` and ``prev_grad`` (a copy of the
     last gradient used, including the L2 term and the sign flip of ``maximize``).
@@ -96,23 +103,25 @@ class DiffGrad(ValidatedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         self._check_group(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
-                               fused=fused))
+                               fused=fused, capturable=capturable))
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach, fused=fused,
-            differentiable=False,
+            capturable=capturable, differentiable=False,
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None, fused=None)
+        restore_state_defaults(self, decoupled_weight_decay=False, maximize=False, foreach=None, fused=None,
+                               capturable=False)
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        check_lr_any(group["lr"])
+        check_lr_any(group["lr"], host_read=not check_capturable_flag(group))
         check_betas(group["betas"])
         check_positive("eps", group["eps"])
         check_positive("weight_decay", group["weight_decay"], allow_zero=True)
@@ -128,7 +137,7 @@ class DiffGrad(ValidatedOptimizer):
         for p in params:
             state = self.state[p]
             if not state:
-                state["step"] = new_step_tensor()
+                state["step"] = new_step_tensor(p.device if group.get("capturable") else None)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -152,7 +161,7 @@ class DiffGrad(ValidatedOptimizer):
             beta1, beta2 = group["betas"]
             kw = dict(beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
                       decoupled=group["decoupled_weight_decay"], maximize=group["maximize"])
-            if impl == "traceable":
+            if impl in ("traceable", "capturable"):
                 _diffgrad_traceable(*tensors, lr=group["lr"], **kw)
             elif impl == "fused":
                 _diffgrad_fused(*tensors, plan=plan, lr=lr_value(group["lr"]), **kw)
@@ -259,7 +268,7 @@ def _diffgrad_traceable(
     weight_decay: Any, decoupled: bool, maximize: bool,
 ) -> None:
     """The update in tensor ops whose hyperparameters may be 0-dim tensors: what ``torch.compile`` traces (under
-    ``torch.compile(opt.step)``, and as the CUDA fused path). The bias corrections are computed from the step
+    ``torch.compile(opt.step)``, as the CUDA fused path, and eagerly for ``capturable=True``). The bias corrections are computed from the step
     tensors in float64 on the device, never read on the host."""
     has_wd = isinstance(weight_decay, Tensor) or weight_decay != 0
     for p, grad, m, v, prev, st in zip(params, grads, exp_avgs, exp_avg_sqs, prev_grads, steps):

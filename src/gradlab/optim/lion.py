@@ -34,6 +34,7 @@ from gradlab.optim import _fused
 from gradlab.optim._foreach import (
     ValidatedOptimizer,
     check_betas,
+    check_capturable_flag,
     check_lr_any,
     group_by_device_and_dtype,
     lr_value,
@@ -64,6 +65,12 @@ class Lion(ValidatedOptimizer):
             skips that check and its extra read of every gradient (the fused step then moves 5 arrays, not 6): for
             callers who guard against non-finite gradients themselves, e.g. with ``torch.amp.GradScaler``, which
             skips such steps. A non-finite gradient then freezes its coordinate's momentum at NaN, silently.
+        capturable: a step that never synchronises with the device, so that it can be captured in a CUDA graph
+            (``torch.optim``'s meaning; parameters on a device type it supports, see
+            :func:`~gradlab.optim._foreach.capturable_device_types`, else ``ValueError``). The step counters live on
+            the parameters' device and the update runs as tensor ops; a tensor ``lr`` must be on that device and is
+            never read on the host (a float ``lr`` is a constant of a captured graph). Needs
+            ``check_finite=False`` (raising on a NaN gradient needs a host read); not with ``fused=True``.
 
     State per parameter: ``step`` (0-dim tensor, counts updates) and ``exp_avg`` (the momentum :math:`m`).
 
@@ -88,25 +95,30 @@ class Lion(ValidatedOptimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         check_finite: bool = True,
+        capturable: bool = False,
     ) -> None:
         self._check_group(dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
-                               fused=fused, check_finite=check_finite))
+                               fused=fused, check_finite=check_finite, capturable=capturable))
         defaults = dict(
             lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize, foreach=foreach,
-            fused=fused, check_finite=check_finite, differentiable=False,
+            fused=fused, check_finite=check_finite, capturable=capturable, differentiable=False,
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        restore_state_defaults(self, maximize=False, foreach=None, fused=None, check_finite=True)
+        restore_state_defaults(self, maximize=False, foreach=None, fused=None, check_finite=True, capturable=False)
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        check_lr_any(group["lr"])
+        capturable = check_capturable_flag(group)
+        check_lr_any(group["lr"], host_read=not capturable)
         check_betas(group["betas"])
         check_positive("weight_decay", group["weight_decay"], allow_zero=True)
         check_type("maximize", group["maximize"], bool)
         check_type("check_finite", group.get("check_finite", True), bool)
+        if capturable and group.get("check_finite", True):
+            raise ValueError("capturable=True needs check_finite=False: refusing a NaN/inf gradient needs a host "
+                             "read, which a captured step cannot make (torch.amp.GradScaler skips such steps)")
         if group["foreach"] is not None:
             check_type("foreach", group["foreach"], bool)
         _fused.check_fused_flag(group.get("fused"), group["foreach"])
@@ -117,7 +129,7 @@ class Lion(ValidatedOptimizer):
         for p in params:
             state = self.state[p]
             if not state:
-                state["step"] = new_step_tensor()
+                state["step"] = new_step_tensor(p.device if group.get("capturable") else None)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             exp_avgs.append(state["exp_avg"])
             steps.append(state["step"])
@@ -138,7 +150,7 @@ class Lion(ValidatedOptimizer):
                 continue
             beta1, beta2 = group["betas"]
             kw = dict(beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], maximize=group["maximize"])
-            if impl == "traceable":
+            if impl in ("traceable", "capturable"):
                 _lion_traceable(*tensors, lr=group["lr"], **kw)
             elif impl == "fused":
                 _lion_fused(*tensors, plan=plan, lr=lr_value(group["lr"]), **kw)
@@ -212,7 +224,8 @@ def _lion_traceable(
     lr: Any, beta1: Any, beta2: Any, weight_decay: Any, maximize: bool,
 ) -> None:
     """The update in tensor ops whose hyperparameters may be 0-dim tensors: what ``torch.compile`` traces (under
-    ``torch.compile(opt.step)``, and as the CUDA fused path). Never reads a tensor's value on the host."""
+    ``torch.compile(opt.step)``, as the CUDA fused path, and eagerly for ``capturable=True``). Never reads a
+    tensor's value on the host."""
     for p, g, m, st in zip(params, grads, exp_avgs, steps):
         st.add_(1)
         if maximize:
