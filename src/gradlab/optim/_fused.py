@@ -7,7 +7,8 @@ output written once, for the whole parameter group in one call.
 
 Mechanism, chosen by measurement (``benchmarks/optim_step.py --mechanisms``: 1 thread, the benchmark's 25-layer
 models of 1M and 25M float32 parameters in 50 tensors, a shared 2-core machine; step time relative to
-``torch.optim.AdamW(fused=True)`` measured in the same interleaved rounds; compile = first step with a cold cache):
+``torch.optim.AdamW(fused=True)`` measured in the same interleaved rounds; compile = first step with a cold cache;
+the numba row as measured when the mechanism was chosen, before the kernel work described below):
 
 ==============================  ===============  ===============  ===================  =====================
 fused step (1M / 25M)           Lion             DiffGrad         AdaGradNorm          compile (1M / 25M)
@@ -30,37 +31,46 @@ float32 and float64 (AdaGrad-Norm's update does too; its squared norms are summe
 extension via ``torch.utils.cpp_extension`` needs ``ninja``, which is not installed, and a build step at install
 time; it was not pursued.
 
-What limits the fused steps (the benchmark's profile section): at 25M every step is memory-bound -- Lion and
-AdaGrad-Norm run at 0.80x and 1.06x the time of a ``copy_`` moving the same bytes, AdamW(fused) at 0.78x -- so the
-ratios approach the traffic ratios (Lion 6/7 arrays, AdaGrad-Norm 4/7: its norm must be complete before the
-update, so the gradient is read twice); diffGrad is compute-bound (3.6 ns of arithmetic per entry, about half
-of it the exponential, against 3.0 ns of memory time). At 1M a fixed 0.7-0.9 ms per step of Python (validation,
-state lookup, plan, dispatch; as much as torch's fused AdamW spends) is a quarter to a third of every step.
-Lion's finite-gradient check costs one of its 6 array passes: the same update without it
-(``Lion(..., check_finite=False)`` or ``ProgramOptimizer(lion_program(), fused=True)``, 5 arrays) ran at 0.65x
-AdamW(fused) at 25M. The check stays the default; ``check_finite=False`` is for callers who guard against
-non-finite gradients themselves (a ``torch.amp.GradScaler`` skips such steps before the optimizer runs).
+What limits the fused steps (the benchmark's profile section; numbers of 2026-12-02 on a 2-core AMD EPYC Zen 3
+with AVX2 and a 32 MiB L3, one thread, a shared machine whose ratios move by about 0.05-0.1 between runs; the 1M
+model is cache-resident, the 25M one is not):
 
-Re-measured 2026-12-02 on a 2-core AMD EPYC with AVX2 and a 32 MiB L3 (the 1M model is cache-resident, the 25M
-one is not; one thread; the machine is shared and ratios move by about 0.1 between runs). A read-only pass over
-one array is latency-bound (0.22 ns per float32 entry at 25M, against 0.13-0.14 ns per array in the fused
-updates, which stream 5-9 arrays at once), so the finite-gradient check and AdaGrad-Norm's sum of squares now
-read each tensor as four interleaved streams (0.15 ns), and a group whose tensors are all plain, contiguous,
-same-dtype CPU tensors is planned by list comprehensions instead of a per-parameter loop (the fixed cost of a
-50-tensor Lion step 0.31 -> 0.24 ms; torch's fused AdamW: 0.31-0.33 ms). Before -> after, x AdamW(fused) at
-1M / 25M: Lion 0.71 / 1.02 -> 0.65-0.66 / 0.91-0.99; Lion ``check_finite=False`` 0.62 / 0.80 -> 0.56 / 0.73-0.82;
-AdaGrad-Norm 0.74 / 0.88 -> 0.69 / 0.73; diffGrad 1.55 / 1.49 -> 1.72-1.78 / 1.44-1.62 (unchanged kernel: noise).
-With ratios taken per round (``benchmarks/optim_step.py`` since 2026-12-02, 9 rounds): Lion 0.67 / 0.93, Lion
-``check_finite=False`` 0.59 / 0.73, AdaGrad-Norm 0.61 / 0.72, diffGrad 1.68 / 1.56.
-Targets not reached on this machine, and why: Lion with the check moves 6 arrays to AdamW's 7 (floor 0.86 at
-equal bandwidth; the check cannot share the update's pass, since no parameter may change before every
-gradient is known finite); AdaGrad-Norm reads the gradient twice (its norm must be complete before the update;
-floor 4/7 = 0.57, reached 0.61-0.73); diffGrad moves 9 arrays to AdamW's 7 (floor 1.29, so the 1.1 target is
-below the traffic limit) and is compute-bound on top: its sigmoid alone costs ~0.7 ns per entry of its ~1.4
-(without it the kernel runs at 0.7-0.8). Tried and not kept: multiplying by ``1/c2`` instead of dividing (no gain:
-the divider is not the bottleneck), magic-number rounding instead of ``floor`` (no gain), an Estrin polynomial
-(10% less arithmetic at 16K cache-resident entries; not measured at 25M, where memory time dominates, and it
-would change the sigmoid's rounding that the 1.5-ulp test pins).
+* Lion and AdaGrad-Norm are memory-bound at 25M: every array pass costs about what it costs AdamW(fused)
+  (0.1 ns per float32 entry and array), so the ratios approach the traffic ratios -- Lion 6/7 arrays (the
+  finite-gradient check reads g once before the 5-array update), AdaGrad-Norm 4/7 (its norm must be complete
+  before the update, so the gradient is read twice). A read-only pass over one array is latency-bound (0.22 ns
+  per entry as one stream), so the finite check and the sum of squares read each tensor as four interleaved
+  streams (0.11-0.15 ns), and AdaGrad-Norm's two-array update reads two interleaved halves (0.31 -> 0.27 ns).
+* diffGrad moves 9 arrays to AdamW's 7 (traffic floor 1.29x) and was compute-bound: its exponential and
+  divisions formed one long dependency chain per entry. Shortening that chain (see
+  :mod:`gradlab.optim._fused_numba`) took its arithmetic from 1.28 to 0.90-0.92 ns per entry, so at 25M it now
+  runs close to its memory time (0.93 ns per entry, 9 arrays at AdamW's rate would be 0.89).
+* At 1M a fixed cost per step of Python (validation, state lookup, plan, kernel dispatch; 0.23 ms for a 50-tensor
+  Lion or AdaGrad-Norm step, 0.30 ms for diffGrad with its 5 tensor lists, 0.31 ms for torch's fused AdamW) is a
+  third of every step. A group whose tensors are all plain, contiguous, same-dtype CPU tensors is planned by list
+  comprehensions (0.31 -> 0.24 ms for Lion), and AdaGrad-Norm's sum-of-squares kernel returns the group's
+  denominator when one kernel bucket is the whole group, instead of summing the per-tensor state with tensor ops
+  (0.335 -> 0.222 ms).
+* Lion's finite-gradient check costs one of its 6 array passes: the same update without it
+  (``Lion(..., check_finite=False)`` or ``ProgramOptimizer(lion_program(), fused=True)``, 5 arrays) runs at
+  0.75x AdamW(fused) at 25M. The check stays the default; ``check_finite=False`` is for callers who guard against
+  non-finite gradients themselves (a ``torch.amp.GradScaler`` skips such steps before the optimizer runs).
+
+``benchmarks/optim_step.py`` (ratios = medians of per-round ratios, 9 rounds), x AdamW(fused) at 1M / 25M,
+before -> after the changes of 2026-12-02: Lion 0.71 / 1.02 -> 0.66-0.70 / 0.93-0.96; Lion
+``check_finite=False`` 0.62 / 0.80 -> 0.56-0.58 / 0.73-0.76; AdaGrad-Norm 0.74 / 0.88 -> 0.58 / 0.65-0.69;
+diffGrad 1.55-1.78 / 1.44-1.62 -> 1.34-1.38 / 1.30-1.33. Targets (issue 14) not reached on this machine, and
+why: Lion with its check at 25M (target 0.75; floor 6/7 = 0.86 at AdamW's bandwidth per array: the check cannot
+share the update's pass, since no parameter may change before every gradient is known finite); AdaGrad-Norm at
+25M (target 0.6; floor 4/7 = 0.57, the single-stream read of its norm pass is slower per array than AdamW's
+7-stream pass); diffGrad (target 1.1, below its own traffic floor of 9/7 = 1.29 at 25M; at 1M its 0.90 ns of
+arithmetic per entry against AdamW's 0.62 keeps it at 1.34). The "within 1.3x of its memory-traffic limit"
+target is met by every fused step at 25M (0.49-0.56x: a ``copy_`` pays a write-allocate read that in-place
+updates do not); at 1M AdaGrad-Norm's fixed cost (0.23 ms against a 0.36 ms copy) puts it at 1.39x. Tried and
+not kept: multiplying by ``1/c2`` (superseded by folding ``c2`` into the numerator), magic-number rounding,
+diffGrad's tensors as two interleaved halves (slower), eight read streams for the finite check (no gain),
+reading the norm pass's tensors in reverse order so that the update finds the last-read gradients in the L3
+(no gain).
 
 On CUDA the fused path is ``torch.compile`` of the same update written in tensor ops (:func:`compiled`, Inductor
 generates Triton), with every hyperparameter passed as a 0-dim tensor, so a learning-rate scheduler never

@@ -73,7 +73,7 @@ class DiffGrad(ValidatedOptimizer):
             ``torch.compile`` on CUDA). ``None`` (default): fused for CPU float32/float64 parameters when numba is
             installed, else torch.optim's foreach rule; ``True`` raises ``ValueError`` where it is unavailable.
             Equal to the for-loop path up to a few ulps per step: ``sqrt`` and the sigmoid differ (1 and 1.5 ulp)
-            and ``sigmoid * m / denom`` takes one division instead of two (see
+            and ``sigmoid * m / (sqrt(v) / c2 + eps)`` takes one division instead of three (see
             :mod:`gradlab.optim._fused_numba`).
         capturable: a step that never synchronises with the device, so that it can be captured in a CUDA graph
             (``torch.optim``'s meaning; parameters on a device type it supports, see
