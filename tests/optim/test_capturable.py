@@ -38,16 +38,6 @@ class _NoHostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture
-def cpu_capturable(monkeypatch):
-    """torch.optim's capturable device types plus the CPU (the checks and the update are device-agnostic)."""
-    import torch.optim.optimizer as torch_optimizer
-
-    original = torch_optimizer._get_capturable_supported_devices
-    monkeypatch.setattr(torch_optimizer, "_get_capturable_supported_devices",
-                        lambda supports_xla=True: [*original(supports_xla), "cpu"])
-
-
 def _params(seed=0):
     gen = torch.Generator().manual_seed(seed)
     return [nn.Parameter(torch.randn(7, 3, generator=gen, dtype=torch.float64)),

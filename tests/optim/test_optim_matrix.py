@@ -451,10 +451,13 @@ def test_fused_param_groups_with_different_hyperparameters(cls):
 
 @pytest.mark.parametrize("name", SCHEDULER_NAMES)
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float-lr", "tensor-lr"])
-@pytest.mark.parametrize("flags", [{"fused": True}, {"foreach": True}, {"foreach": False}],
-                         ids=["fused", "foreach", "loop"])
-def test_every_lr_scheduler_drives_every_lion_path(name, tensor_lr, flags):
+@pytest.mark.parametrize("flags", [{"fused": True}, {"foreach": True}, {"foreach": False},
+                                   {"capturable": True, "check_finite": False}],
+                         ids=["fused", "foreach", "loop", "capturable"])
+def test_every_lr_scheduler_drives_every_lion_path(name, tensor_lr, flags, request):
     """Every coordinate moves by exactly the scheduled lr of that step, on every path, lr float or tensor."""
+    if flags.get("capturable"):
+        request.getfixturevalue("cpu_capturable")
     torch.manual_seed(0)
     p = nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
     opt = Lion([p], lr=torch.tensor(1e-2, dtype=torch.float64) if tensor_lr else 1e-2, **flags)
@@ -477,12 +480,16 @@ def test_every_lr_scheduler_drives_every_lion_path(name, tensor_lr, flags):
 @pytest.mark.parametrize("cls", [DiffGrad, AdaGradNorm])
 @pytest.mark.parametrize("name", ["LinearLR", "CosineAnnealingWarmRestarts", "ReduceLROnPlateau"])
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float-lr", "tensor-lr"])
-def test_lr_schedulers_drive_fused_like_forloop(cls, name, tensor_lr):
-    """The fused step under a scheduler equals the for-loop step under the same scheduler (float or tensor lr)."""
+@pytest.mark.parametrize("path", ["fused", "capturable"])
+def test_lr_schedulers_drive_fused_like_forloop(cls, name, tensor_lr, path, request):
+    """The fused step, and the capturable step, under a scheduler equal the for-loop step under the same scheduler
+    (float or tensor lr)."""
+    if path == "capturable":
+        request.getfixturevalue("cpu_capturable")
     rtol = FUSED_RTOL[cls][torch.float64]
     init = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ends = []
-    for flags in ({"foreach": False}, {"fused": True}):
+    for flags in ({"foreach": False}, {path: True}):
         p = nn.Parameter(init.clone())
         lr = torch.tensor(1e-2, dtype=torch.float64) if tensor_lr else 1e-2
         opt = cls([p], lr=lr, weight_decay=0.1, **flags)
