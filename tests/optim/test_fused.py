@@ -275,6 +275,27 @@ def test_compiled_fused_diffgrad_matches_forloop(compiled_cpu_backend):
     torch.testing.assert_close(o1.state[m1[0].weight]["prev_grad"], o2.state[m2[0].weight]["prev_grad"])
 
 
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_compiled_fused_path_keeps_float32_scalar_parameters_float32(cls, compiled_cpu_backend):
+    """Hyperparameters reach the compiled update as float64 0-dim tensors: with a 0-dim float32 parameter, an
+    out-of-place product with one is float64 (found by ``benchmarks/cuda_checks.py --dry-run`` for DiffGrad's L2
+    term); the step must stay in the parameter's dtype and match the for-loop path."""
+    kw = {"lr": 0.05, "weight_decay": 0.1}
+    runs = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        params = [nn.Parameter(torch.tensor(0.7)), nn.Parameter(torch.linspace(-1, 1, 5))]
+        opt = cls(params, **flags, **kw)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------- properties
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cls=st.sampled_from(OPTIMIZERS), n=st.integers(0, 40), steps=st.integers(1, 4),

@@ -87,6 +87,9 @@ its hyperparameters as device tensors made at each call, a host-to-device copy t
 on the CPU only** (no GPU lent): torch's capturable device list is extended by "cpu" and every host read
 (``item``, ``bool``, ``float``, ``tolist``, ``nonzero``, ...) raises during the step
 (``tests/optim/test_capturable.py``); an actual ``torch.cuda.graph`` capture has not been run.
+``benchmarks/cuda_checks.py`` is prepared for a GPU: capture and replay of every capturable step against the
+for-loop path, and the compiled fused step under a scheduler (recompilations counted); its ``--dry-run`` runs the
+same comparisons on the CPU (it found the float32 scalar-parameter promotion fixed in DiffGrad's compiled path).
 
 Dispatch rule (:func:`resolve_impl`):
 
@@ -421,7 +424,9 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def weight_like(weight: Any, like: Tensor) -> Any:
-    """A lerp weight usable with ``like``: a float stays a float, a tensor gets ``like``'s dtype and device."""
+    """A lerp weight (or another hyperparameter multiplying ``like`` out of place) usable with ``like``: a float
+    stays a float, a tensor gets ``like``'s dtype and device (a 0-dim float64 tensor times a 0-dim float32 one
+    would be float64)."""
     if isinstance(weight, Tensor):
         return weight.to(device=like.device, dtype=like.dtype)
     return weight

@@ -277,8 +277,8 @@ def _diffgrad_traceable(
         if has_wd:
             if decoupled:
                 p.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad + p * weight_decay
+            else:  # the decay in p's dtype: a float64 0-dim tensor would promote a 0-dim float32 parameter's grad
+                grad = grad + p * _fused.weight_like(weight_decay, p)
         st.add_(1)
         step = st.to(device=p.device, dtype=torch.float64)
         m.lerp_(grad, _fused.weight_like(1 - beta1, m))
