@@ -172,21 +172,3 @@ def test_bad_bench_inputs(tmp_path):
     with pytest.raises(ValueError, match="cpus_per_trial .*exceeds"):
         run_bench([wl], [sub], backend="ray", workers=1, cpus_per_trial=2)
     assert BenchStore(tmp_path / "x.sqlite").get(plan_trials([wl], [sub], n_trials=1, n_studies=1)[0]) is None
-
-
-def test_written_files_get_the_mode_a_normal_write_would_give(tmp_path):
-    import os
-    import stat
-
-    from gradlab.bench.pages import write_atomic
-
-    old = os.umask(0o022)
-    try:
-        write_atomic(tmp_path / "a.json", "{}")
-        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
-        (tmp_path / "b.json").write_text("x")
-        os.chmod(tmp_path / "b.json", 0o600)
-        write_atomic(tmp_path / "b.json", b"{}")
-        assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600 and (tmp_path / "b.json").read_text() == "{}"
-    finally:
-        os.umask(old)

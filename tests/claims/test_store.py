@@ -2,7 +2,8 @@ import sqlite3
 
 import pytest
 
-from gradlab.claims.store import ResultRow, ResultStore, atomic_write_bytes
+from gradlab.claims.store import ResultRow, ResultStore
+from gradlab.core.files import write_atomic
 
 
 def _row(**kw):
@@ -47,7 +48,7 @@ def test_figures_written_atomically(tmp_path):
     rel = store.save_figures("p/c", "quick", 0, "abcdef0123456789", {"loss curve": b"\x89PNG1"})
     path = store.figure_path(rel["loss curve"])
     assert path.read_bytes() == b"\x89PNG1" and path.name == "loss_curve.png"
-    atomic_write_bytes(path, b"\x89PNG2")
+    write_atomic(path, b"\x89PNG2")
     assert path.read_bytes() == b"\x89PNG2"
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -129,12 +130,12 @@ def test_atomic_writes_respect_umask_and_keep_existing_modes(tmp_path):
     old = os.umask(0o022)
     try:
         new = tmp_path / "new.bin"
-        atomic_write_bytes(new, b"x")
+        write_atomic(new, b"x")
         assert new.stat().st_mode & 0o777 == 0o644
         kept = tmp_path / "kept.md"
         kept.write_text("a")
         os.chmod(kept, 0o664)
-        atomic_write_bytes(kept, b"b")
+        write_atomic(kept, b"b")
         assert kept.stat().st_mode & 0o777 == 0o664 and kept.read_bytes() == b"b"
     finally:
         os.umask(old)

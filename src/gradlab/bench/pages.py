@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,8 +18,9 @@ import numpy as np
 from gradlab.bench.runner import BenchResult, _safe
 from gradlab.bench.scoring import performance_profile, tau_grid
 from gradlab.bench.workloads import Workload
+from gradlab.core.files import write_atomic
 
-__all__ = ["markdown_table", "profile_figure", "render_html", "workload_meta", "write_atomic", "write_outputs"]
+__all__ = ["markdown_table", "profile_figure", "render_html", "workload_meta", "write_outputs"]
 
 WorkloadInfo = Sequence[Workload] | Mapping[str, Mapping[str, Any]]
 
@@ -32,32 +31,6 @@ def workload_meta(workloads: WorkloadInfo) -> dict[str, dict[str, Any]]:
         return {k: dict(v) for k, v in workloads.items()}
     return {w.name: {"metric": w.target_metric_name, "higher_is_better": bool(w.higher_is_better),
                      "target": float(w.validation_target)} for w in workloads}
-
-
-def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``, with the mode a
-    plain ``open(path, "w")`` would give it (an existing file keeps its mode; a new one ``0o666 & ~umask``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 
 def profile_figure(result: BenchResult, title: str = ""):

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gradlab.core.files import check_store_path
+
 if TYPE_CHECKING:  # pragma: no cover
     from gradlab.bench.runner import TrialSpec
     from gradlab.bench.timing import TrialResult
@@ -63,19 +65,8 @@ class BenchStore:
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise BenchStoreError(f"store path must be a file, not a directory: {self.path}")
-        for parent in self.path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise BenchStoreError(f"store path lies under a file, not a directory: {parent}")
-                break
-        if not self.path.exists() and not create:
-            raise BenchStoreError(f"no store at {self.path} (run `gradlab bench` first)")
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise BenchStoreError(f"{self.path} is not an SQLite store")
+        check_store_path(self.path, create=create, error=BenchStoreError, noun="store",
+                         missing_hint="run `gradlab bench` first")
         try:
             self._open_schema(create)
         except sqlite3.DatabaseError as exc:

@@ -109,7 +109,7 @@ def set_targets(workloads: Sequence[Workload], submissions: Sequence[Submission]
 
 def write_targets(path: str | Path, targets: Mapping[str, Mapping[str, Any]]) -> Path:
     """Write ``targets`` (from :func:`set_targets`) as JSON, atomically; non-finite numbers as strings."""
-    from gradlab.bench.pages import write_atomic
+    from gradlab.core.files import write_atomic
 
     def clean(x: Any) -> Any:
         if isinstance(x, float) and not math.isfinite(x):

@@ -28,7 +28,8 @@ from typing import Any
 
 from gradlab.claims.fingerprint import paper_fingerprint
 from gradlab.claims.registry import PaperEntry, Registry
-from gradlab.claims.store import ResultRow, ResultStore, atomic_write_bytes
+from gradlab.claims.store import ResultRow, ResultStore
+from gradlab.core.files import write_atomic
 from gradlab.claims.types import CLUSTERS, EVIDENCE_SCALES, Check
 
 PAPER_STATUSES = ("reproduced", "partial", "not reproduced", "inconclusive", "error", "not run", "not implemented")
@@ -221,7 +222,7 @@ def _claim_data(line: PaperLine, c: ClaimLine, store: ResultStore, out_dir: Path
         problem = png_problem(src)
         if not problem:
             dest = out_dir / rel
-            atomic_write_bytes(dest, src.read_bytes())
+            write_atomic(dest, src.read_bytes())
         figures.append({"name": name, "path": rel, "problem": problem})
     if headline:
         summary = "; ".join(f"{h} {'✓' if h.ok else '✗'}" for h in headline)
@@ -378,12 +379,12 @@ def build_report(registry: Registry, store: ResultStore, out_dir: str | Path) ->
 
     buf = io.BytesIO()
     overview_figure(data).savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    atomic_write_bytes(out / "overview.png", buf.getvalue())
+    write_atomic(out / "overview.png", buf.getvalue())
     env = _environment()
-    atomic_write_bytes(out / "index.html", env.get_template("report.html.j2").render(**data).encode())
+    write_atomic(out / "index.html", env.get_template("report.html.j2").render(**data).encode())
     table = markdown_table(lines, data)
-    atomic_write_bytes(out / "REPORT.md", env.get_template("report.md.j2").render(table=table, **data).encode())
-    atomic_write_bytes(out / "results.json", json.dumps(data, indent=1, default=str).encode())
+    write_atomic(out / "REPORT.md", env.get_template("report.md.j2").render(table=table, **data).encode())
+    write_atomic(out / "results.json", json.dumps(data, indent=1, default=str).encode())
     return lines
 
 
@@ -398,5 +399,5 @@ def update_readme(readme: str | Path, lines: list[PaperLine]) -> bool:
     new = f"{head}{README_START}\n{markdown_table(lines)}\n{README_END}{tail}"
     if new == text:
         return False
-    atomic_write_bytes(path, new.encode())
+    write_atomic(path, new.encode())
     return True

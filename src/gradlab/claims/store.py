@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from gradlab.core.files import check_store_path, write_atomic
 
 STATUSES: tuple[str, ...] = ("passed", "failed", "inconclusive", "error", "timeout")
 
@@ -97,56 +97,13 @@ class ResultRow:
         return self.status == "passed"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a partial one.
-
-    The file gets the mode a plain ``open(path, "w")`` would give it: an existing file keeps its mode, a new one
-    gets ``0o666 & ~umask`` (``mkstemp`` alone would leave every file ``0600``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class ResultStore:
     """SQLite-backed store of claim results; figures live next to it under ``figures/``."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
-        if self.path.exists() and self.path.is_dir():
-            raise StoreError(f"store path must be a file, not a directory: {self.path}")
-        for parent in self.path.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise StoreError(f"store path lies under a file, not a directory: {parent}")
-                break
-        if not self.path.exists() and not create:
-            raise StoreError(f"no result store at {self.path} (run `gradlab reproduce` first)")
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path} is not an SQLite result store")
+        check_store_path(self.path, create=create, error=StoreError, noun="result store",
+                         missing_hint="run `gradlab reproduce` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.figure_dir = self.path.parent / "figures"
         try:
@@ -193,7 +150,7 @@ class ResultStore:
         for name, data in pngs.items():
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "figure"
             rel = folder / f"{safe}.png"
-            atomic_write_bytes(self.path.parent / rel, data)
+            write_atomic(self.path.parent / rel, data)
             out[name] = rel.as_posix()
         return out
 

@@ -1,4 +1,5 @@
-"""The only shared code: seeding, argument validation, datasets (bundled + synthetic) and tensor helpers."""
+"""The only shared code: seeding, argument validation, datasets (bundled + synthetic), tensor helpers and atomic
+result files (:mod:`gradlab.core.files`)."""
 
 from gradlab.core.datasets import (
     Split,
