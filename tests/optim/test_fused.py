@@ -385,3 +385,23 @@ def test_fused_steps_survive_deepcopy_and_pickle_of_the_optimizer():
     o2 = Lion([p], lr=0.1)
     o2.load_state_dict(old)
     assert o2.param_groups[0]["fused"] is None
+
+
+def test_estrin_polynomial_of_the_kernels_equals_horner_in_python_and_jitted():
+    """The exponential's polynomial (Estrin's scheme, unrolled per dtype in jitted code) against Horner's rule."""
+    import math
+
+    from numba import njit
+
+    k = _fused.kernels()
+    poly = njit(lambda t, consts: k._exp_poly(t, t * t, (t * t) * (t * t), consts))
+    for dt in (np.float64, np.float32):
+        consts = k.sigmoid_constants(dt)
+        for t in np.linspace(-math.log(2) / 2, math.log(2) / 2, 9):
+            horner = 0.0
+            for c in reversed([float(c) for c in consts[3:]]):
+                horner = horner * float(t) + c
+            py = k._exp_poly(float(t), float(t) ** 2, float(t) ** 4, [float(c) for c in consts])
+            jit = float(poly(dt(t), consts))
+            assert py == pytest.approx(horner, rel=1e-14)
+            assert jit == pytest.approx(horner, rel=1e-15 if dt is np.float64 else 1e-6)

@@ -119,9 +119,17 @@ def _sign(x, one):
 
 
 def _exp_poly(t, t2, t4, k):
-    """``P(t) = c_2 + c_3 t + ... + c_d t^(d-2)`` (``k[3:]`` holds ``c_2 .. c_d``) by Estrin's scheme; typed by the
-    overload below (a jitted-only function)."""
-    raise NotImplementedError("jitted only")
+    """``P(t) = c_2 + c_3 t + ... + c_d t^(d-2)`` (``k[3:]`` holds ``c_2 .. c_d``) by Estrin's scheme: pairs
+    ``c_j + c_(j+1) t``, then pairs of those with ``t^2``, ``t^4``, ... In Python (any length; a reference for
+    tests); jitted code gets the unrolled versions of the overload below."""
+    terms = [k[j] + k[j + 1] * t for j in range(3, len(k) - 1, 2)]
+    if (len(k) - 3) % 2:
+        terms.append(k[-1])
+    power = t2
+    while len(terms) > 1:
+        terms = [terms[j] + terms[j + 1] * power if j + 1 < len(terms) else terms[j] for j in range(0, len(terms), 2)]
+        power = power * power
+    return terms[0]
 
 
 @overload(_exp_poly, inline="always")
