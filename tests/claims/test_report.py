@@ -177,3 +177,44 @@ def test_png_problem_detects_damage(tmp_path):
     assert png_problem(tmp_path / "none.png") == "figure file is missing"
     (tmp_path / "x.png").write_bytes(b"GIF89a")
     assert png_problem(tmp_path / "x.png") == "figure file is not a PNG"
+
+
+def _two_lion_claims_on(tmp_path, monkeypatch, envs):
+    from gradlab.claims import report as report_mod
+
+    registry = load_registry()
+    monkeypatch.setattr(report_mod, "paper_fingerprint", lambda paper, module: "f")
+    store = ResultStore(tmp_path / "s.sqlite")
+    for spec, env in zip(registry.papers["lion"].claims, envs):
+        _put(store, spec.id, environment=env)
+    out = tmp_path / "report"
+    lines = build_report(registry, store, out)
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- gradlab:report:start -->\n<!-- gradlab:report:end -->\n")
+    update_readme(readme, lines)
+    return out, readme.read_text()
+
+
+_AMD = {"cpu": "AMD EPYC 7B13", "cpu_count": 2, "threads": 1, "torch": "2.14.1", "numpy": "2.1.0",
+        "python": "3.12.3", "platform": "Linux"}
+
+
+def test_report_names_each_claims_environment_and_warns_when_rows_come_from_several(tmp_path, monkeypatch):
+    intel = dict(_AMD, cpu="Intel Xeon Platinum 8481C")
+    out, readme = _two_lion_claims_on(tmp_path, monkeypatch, [_AMD, dict(intel, threads=2)])
+    md = (out / "REPORT.md").read_text()
+    page = (out / "index.html").read_text()
+    for text in (md, page, readme):
+        assert "come from 2 different environments" in text
+        assert "AMD EPYC 7B13, 1 thread, torch 2.14.1" in text and "Intel Xeon Platinum 8481C, 2 threads" in text
+    assert "ran on AMD EPYC 7B13, 1 thread, torch 2.14.1" in md and "ran on Intel Xeon" in page
+    data = json.loads((out / "results.json").read_text())
+    assert [e["cpu"] for e in data["environments"]] == ["AMD EPYC 7B13", "Intel Xeon Platinum 8481C"]
+
+
+def test_report_of_one_environment_says_where_it_was_measured(tmp_path, monkeypatch):
+    # a row from a store written before environments were recorded ({}) does not count as another environment
+    out, readme = _two_lion_claims_on(tmp_path, monkeypatch, [_AMD, {}])
+    for text in ((out / "REPORT.md").read_text(), readme):
+        assert "Measured on AMD EPYC 7B13, 1 thread, torch 2.14.1." in text
+        assert "different environments" not in text

@@ -6,8 +6,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from gradlab.claims.fingerprint import paper_fingerprint
 from gradlab.claims.registry import load_registry
@@ -34,6 +36,9 @@ def test_local_runner_records_every_outcome_and_skips_finished(demo_env):
     assert by_id["demo/passes"].figures and store.figure_path(by_id["demo/passes"].figures["histogram"]).exists()
     assert {e.kind for e in events} >= {"start", "progress", "done"}
     assert runs(demo_env["marks"], "passes") == 1
+    env = by_id["demo/passes"].environment  # where it ran, as the worker saw it (2 workers: cpu_count // 2 threads)
+    assert env["threads"] == max(1, (os.cpu_count() or 1) // 2) and env["torch"] == torch.__version__ and env["cpu"]
+    assert store.get("demo/passes", "smoke", 0, by_id["demo/passes"].fingerprint).environment == env
 
     again = run_tasks(plan(registry, ["demo"], "smoke", 0), store, workers=2)
     assert {r.claim_id: r.status for r in again} == EXPECTED
@@ -208,3 +213,14 @@ def test_fingerprint_ignores_docstrings_comments_and_formatting_but_not_code(tmp
     assert fingerprint_of('def f(x):\n    "a string statement that is not first"\n    return x + 1\n') == base
     assert fingerprint_of('def f(x):\n    y = "a literal"\n    return x + 1\n') != base
     assert fingerprint_of('def f(x):\n    return x +\n') != base  # does not parse: hashed byte for byte
+
+
+def test_fingerprint_covers_the_code_that_decides_verdicts():
+    from gradlab.claims.fingerprint import fingerprint_files
+
+    registry = load_registry()
+    names = {p.resolve().relative_to(Path(ROOT, "src").resolve()).as_posix()
+             for p in fingerprint_files(registry.papers["lion"].paper)}
+    assert {"gradlab/papers/lion.py", "gradlab/claims/types.py", "gradlab/claims/stats.py",
+            "gradlab/core/seeding.py"} <= names
+    assert "gradlab/optim/lion.py" in names  # a component

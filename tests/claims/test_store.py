@@ -81,6 +81,7 @@ def test_old_store_is_migrated_forward_keeping_its_rows(tmp_path, caplog):
     assert any(r.name == "gradlab.claims.store" and "migrating" in r.getMessage() for r in caplog.records)
     row = store.get("p/c", "quick", 0, "abc")
     assert row is not None and row.metrics == {"x": 2} and row.preconditions == {} and row.headline == []
+    assert row.environment == {}  # not recorded before schema 3
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
@@ -89,6 +90,8 @@ def test_old_store_is_migrated_forward_keeping_its_rows(tmp_path, caplog):
     got = ResultStore(path).get("p/d", "quick", 0, "abc")
     assert got.status == "inconclusive" and got.preconditions["learned"]["ok"] is False
     assert got.headline[0]["label"] == "x"
+    store.put(_row(claim_id="p/e", environment={"cpu": "X", "threads": 1}))
+    assert ResultStore(path).get("p/e", "quick", 0, "abc").environment == {"cpu": "X", "threads": 1}
 
 
 def test_newer_store_is_refused_before_anything_is_written(tmp_path):

@@ -1,7 +1,8 @@
 """Code fingerprints: a claim's evidence is reused only while the code it ran is unchanged.
 
 The fingerprint of a paper hashes the source of its paper module, of every module named in
-``PAPER.components`` (a package counts with all its files), of :mod:`gradlab.core` and of the claim types.
+``PAPER.components`` (a package counts with all its files), of :mod:`gradlab.core`, of the claim types and of
+the claim statistics (:mod:`gradlab.claims.stats`: its intervals decide verdicts).
 What is hashed is the code, not its documentation: each file's syntax tree with docstrings removed (comments
 and formatting never reach the tree), so editing a docstring or reformatting does not invalidate results,
 while any change to a statement, expression or literal does. A file that does not parse is hashed byte for byte.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from gradlab.claims.types import Paper
 
-_ALWAYS = ("gradlab.core", "gradlab.claims.types")
+_ALWAYS = ("gradlab.core", "gradlab.claims.types", "gradlab.claims.stats")
 
 
 def _module_files(module_name: str) -> list[Path]:
@@ -74,15 +75,21 @@ def _file_digest(path: str, mtime_ns: int) -> str:
     return code_digest(Path(path).read_bytes())
 
 
-def paper_fingerprint(paper: Paper, module_name: str | None = None) -> str:
-    """SHA-256 (hex, 16 chars) over the sources the paper's claims depend on."""
+def fingerprint_files(paper: Paper, module_name: str | None = None) -> list[Path]:
+    """The source files :func:`paper_fingerprint` hashes, sorted."""
     modules = [module_name or paper.module_name, *paper.components, *_ALWAYS]
     files: set[Path] = set()
     for name in modules:
         files.update(_module_files(name))
+    return sorted(files)
+
+
+def paper_fingerprint(paper: Paper, module_name: str | None = None) -> str:
+    """SHA-256 (hex, 16 chars) over the sources the paper's claims depend on (:func:`fingerprint_files`)."""
+    files = fingerprint_files(paper, module_name)
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted(files):
+    for path in files:
         resolved = path.resolve()
         label = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else path.name
         digest.update(label.encode())

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradlab.claims.environment import distinct_environments, environment_label
 from gradlab.claims.fingerprint import paper_fingerprint
 from gradlab.claims.registry import PaperEntry, Registry
 from gradlab.claims.store import ResultRow, ResultStore
@@ -207,7 +208,7 @@ def _claim_data(line: PaperLine, c: ClaimLine, store: ResultStore, out_dir: Path
     if row is None:
         d.update(headline=[], preconditions=[], failed_preconditions=[], criterion="", metrics={}, figures=[],
                  scale=None, seed=None, duration_s=0.0, time="", fingerprint=None, notes="", traceback="",
-                 summary="", backend=None, margin=None)
+                 summary="", backend=None, margin=None, environment={}, environment_label="")
         return d
     headline = _checks(row.headline)
     pre = []
@@ -235,6 +236,7 @@ def _claim_data(line: PaperLine, c: ClaimLine, store: ResultStore, out_dir: Path
              scale=row.scale, seed=row.seed, duration_s=row.duration_s, time=_fmt_time(row.duration_s),
              fingerprint=row.fingerprint, notes=row.notes, traceback=row.traceback, summary=summary,
              backend=row.backend, margin=min(margins) if margins else None,
+             environment=row.environment, environment_label=environment_label(row.environment),
              figure_problems=[f"{f['name']}: {f['problem']}" for f in figures if f["problem"]])
     return d
 
@@ -272,10 +274,12 @@ def report_data(lines: list[PaperLine], store: ResultStore, out_dir: Path) -> di
             "import_error": line.entry.import_error or "",
         })
     counts = {s: sum(pp["status"] == s for pp in papers) for s in PAPER_STATUSES}
+    envs = distinct_environments(c["environment"] for pp in papers for c in pp["claims"] if c["environment"])
     claim_counts = {s: sum(c["status"] == s for pp in papers for c in pp["claims"]) for s in CLAIM_STATUSES}
     return {"papers": papers, "counts": counts, "claim_counts": claim_counts,
             "summary": ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(papers)} papers)",
-            "provenance": provenance()}
+            "provenance": provenance(),
+            "environments": [{**e, "label": environment_label(e)} for e in envs]}
 
 
 # ----------------------------------------------------------------------------------------------- overview figure
@@ -344,6 +348,8 @@ def markdown_table(lines: list[PaperLine], data: dict[str, Any] | None = None) -
                                        for c in l.claims]} for l in lines]}
         counts = {s: sum(l.status == s for l in lines) for s in PAPER_STATUSES}
         data["summary"] = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" ({len(lines)} papers)"
+        envs = distinct_environments(c.row.environment for l in lines for c in l.claims if c.row is not None)
+        data["environments"] = [{**e, "label": environment_label(e)} for e in envs]
     return _environment().get_template("table.md.j2").render(**data).strip()
 
 

@@ -104,6 +104,7 @@ def _row_from_result(task: Task, result: dict[str, Any], store: ResultStore, bac
         traceback=result.get("traceback", ""), started_at=result["started_at"],
         finished_at=result["finished_at"], duration_s=result["duration_s"], backend=backend,
         preconditions=result.get("preconditions", {}), headline=result.get("headline", []),
+        environment=result.get("environment", {}),
     )
 
 

@@ -21,11 +21,12 @@ STATUSES: tuple[str, ...] = ("passed", "failed", "inconclusive", "error", "timeo
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the store's schema, kept in ``PRAGMA user_version``.
 
 1: the first schema (stores written before versioning carry ``user_version = 0`` and are read as 1);
-2: adds ``preconditions`` and ``headline`` (JSON) for the inconclusive verdict and the report's decisive numbers.
+2: adds ``preconditions`` and ``headline`` (JSON) for the inconclusive verdict and the report's decisive numbers;
+3: adds ``environment`` (JSON: CPU model, threads, library versions; see :mod:`gradlab.claims.environment`).
 Older stores are migrated forward when opened; a newer one is refused (:class:`StoreError`) before anything runs.
 """
 
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS results (
     backend      TEXT NOT NULL DEFAULT 'local',
     preconditions TEXT NOT NULL DEFAULT '{}',
     headline     TEXT NOT NULL DEFAULT '[]',
+    environment  TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (claim_id, scale, seed, fingerprint)
 );
 """
@@ -56,10 +58,12 @@ _MIGRATIONS: dict[int, str] = {
     # from version -> SQL that brings the store to version + 1
     1: ("ALTER TABLE results ADD COLUMN preconditions TEXT NOT NULL DEFAULT '{}';"
         "ALTER TABLE results ADD COLUMN headline TEXT NOT NULL DEFAULT '[]';"),
+    2: "ALTER TABLE results ADD COLUMN environment TEXT NOT NULL DEFAULT '{}';",
 }
 
 _COLUMNS = ("claim_id", "paper", "scale", "seed", "fingerprint", "status", "metrics", "criterion", "notes", "figures",
-            "traceback", "started_at", "finished_at", "duration_s", "backend", "preconditions", "headline")
+            "traceback", "started_at", "finished_at", "duration_s", "backend", "preconditions", "headline",
+            "environment")
 
 
 class StoreError(ValueError):
@@ -87,6 +91,8 @@ class ResultRow:
     backend: str = "local"
     preconditions: dict[str, Any] = field(default_factory=dict)
     headline: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    """Where the claim ran (:func:`gradlab.claims.environment.run_environment`); empty in rows of older stores."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -166,7 +172,7 @@ class ResultStore:
                  json.dumps(row.metrics, sort_keys=True), row.criterion, row.notes,
                  json.dumps(row.figures, sort_keys=True), row.traceback, row.started_at, row.finished_at,
                  row.duration_s, row.backend, json.dumps(row.preconditions, sort_keys=True),
-                 json.dumps(row.headline)),
+                 json.dumps(row.headline), json.dumps(row.environment, sort_keys=True)),
             )
         con.close()
 
@@ -213,6 +219,7 @@ class ResultStore:
         rec["figures"] = json.loads(rec["figures"])
         rec["preconditions"] = json.loads(rec.get("preconditions") or "{}")
         rec["headline"] = json.loads(rec.get("headline") or "[]")
+        rec["environment"] = json.loads(rec.get("environment") or "{}")
         return ResultRow(**{k: v for k, v in rec.items() if k in _COLUMNS})
 
 

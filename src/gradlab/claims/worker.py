@@ -34,15 +34,17 @@ def execute_claim(
     started = time.time()
     result: dict[str, Any] = {"claim_id": claim_id, "scale": scale, "seed": seed, "metrics": {}, "criterion": "",
                               "notes": "", "pngs": {}, "traceback": "", "started_at": started,
-                              "preconditions": {}, "headline": []}
+                              "preconditions": {}, "headline": [], "environment": {}}
 
     def body() -> None:
         _limit_threads(max(1, int(threads)))
+        from gradlab.claims.environment import run_environment
         from gradlab.claims.registry import find_claim
         from gradlab.claims.types import ClaimRun, Evidence
         from gradlab.core.seeding import seed_everything
 
         spec = find_claim(claim_id)
+        result["environment"] = run_environment(max(1, int(threads)))
         seed_everything(seed)
         with tempfile.TemporaryDirectory(prefix="gradlab-claim-") as scratch:
             run = ClaimRun(seed=seed, scale=scale, scratch=Path(scratch),
