@@ -127,3 +127,45 @@ def test_paired_ci_is_the_ci_of_differences():
 def test_ci_contains_the_mean(values):
     ci = bootstrap_ci(values, n_resamples=499)
     assert ci.low <= ci.mean <= ci.high
+
+
+def test_resolution_check_three_way():
+    from gradlab.claims.stats import Interval, resolution_check
+
+    delta = 0.01
+    credible_gain = Interval(0.02, 0.001, 0.04, 5)
+    ruled_out = Interval(-0.01, -0.03, 0.008, 5)  # below the paper's smallest effect: a real failure
+    too_wide = Interval(0.0, -0.2, 0.2, 2)  # holds both 0 and delta: cannot tell
+    assert resolution_check(credible_gain, delta).ok and credible_gain.above(0.0)
+    assert resolution_check(ruled_out, delta).ok and not ruled_out.above(0.0)
+    chk = resolution_check(too_wide, delta)
+    assert not chk.ok and chk.value == pytest.approx(-0.19)
+    assert "[-0.2, 0.2]" in chk.label and "0.01" in chk.label
+    # boundaries: low == threshold does not decide; high == threshold + delta does not rule the effect out
+    assert not resolution_check(Interval(0.005, 0.0, delta, 3), delta).ok
+    # a threshold other than 0
+    assert resolution_check(Interval(1.2, 1.1, 1.3, 4), 0.5, threshold=1.0).ok
+    assert not resolution_check(Interval(1.2, 0.9, 1.6, 4), 0.5, threshold=1.0).ok
+    # one seed: an unbounded interval never resolves
+    assert not resolution_check(bootstrap_ci([0.3]), delta).ok
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_resolution_check_rejects_bad_effects(bad):
+    from gradlab.claims.stats import Interval, resolution_check
+
+    with pytest.raises(ValueError, match="smallest_effect"):
+        resolution_check(Interval(0.0, -1.0, 1.0, 3), bad)
+    with pytest.raises(TypeError, match="interval"):
+        resolution_check((0.0, 1.0), 0.1)
+    with pytest.raises(ValueError, match="threshold"):
+        resolution_check(Interval(0.0, -1.0, 1.0, 3), 0.1, threshold=float("nan"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1, 1), st.floats(0, 1), st.floats(1e-3, 1))
+def test_resolution_is_exactly_pass_or_rule_out(low, width, delta):
+    from gradlab.claims.stats import Interval, resolution_check
+
+    iv = Interval(low + width / 2, low, low + width, 3)
+    assert resolution_check(iv, delta).ok == (iv.low > 0 or iv.high < delta)

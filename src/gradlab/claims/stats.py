@@ -5,6 +5,12 @@ A margin measured on one draw is not evidence. A claim that compares two methods
 (:func:`paired_bootstrap_ci`): "A beats B" holds when the whole interval lies on A's side of zero; an interval
 that straddles the threshold does not decide, and the claim says so.
 
+Whether an undecided interval means "failed" or "inconclusive" depends on its width: :func:`resolution_check`
+is the precondition of such a claim. With the smallest effect the paper itself reports, ``delta`` (declared before
+the run), an interval that lies below ``threshold + delta`` rules the paper's effect out (the claim *failed*); one
+that contains both ``threshold`` and ``threshold + delta`` cannot tell the paper's effect from none (the run is
+too small or too noisy: *inconclusive*, with the interval reported).
+
 The intervals are percentile-BCa bootstrap intervals from :func:`scipy.stats.bootstrap` (the paired variant
 resamples seeds, keeping each seed's pair together). With fewer than two seeds no interval exists; the
 returned :class:`Interval` is then unbounded (``(-inf, inf)``), so a decision taken on it never holds.
@@ -14,11 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_ci", "paired_bootstrap_ci"]
+if TYPE_CHECKING:
+    from gradlab.claims.types import Check
+
+__all__ = ["Interval", "bootstrap_ci", "paired_bootstrap_ci", "resolution_check"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +116,28 @@ def paired_bootstrap_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np
     if x.shape != y.shape:
         raise ValueError(f"a and b must pair up (one value per seed each); got {x.size} and {y.size} values")
     return bootstrap_ci(x - y, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+def resolution_check(interval: Interval, smallest_effect: float, *, threshold: float = 0.0,
+                     what: str = "gain") -> "Check":
+    """Precondition of a claim "the mean ``what`` exceeds ``threshold``" decided on ``interval``: the interval
+    must exclude ``threshold`` (a credible gain: the claim can pass) or ``threshold + smallest_effect`` (credibly
+    less than the paper's smallest reported effect: the claim fails). It holds iff
+    ``max(low - threshold, threshold + smallest_effect - high) > 0``; an interval holding both values (or an
+    unbounded one, from fewer than two seeds) fails it, and the claim is inconclusive.
+    """
+    from gradlab.claims.types import Check
+
+    if not isinstance(interval, Interval):
+        raise TypeError(f"interval must be an Interval; got {type(interval).__name__}")
+    delta = float(smallest_effect)
+    if not (math.isfinite(delta) and delta > 0):
+        raise ValueError(f"smallest_effect must be a finite positive number (the paper's smallest effect); "
+                         f"got {smallest_effect!r}")
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise ValueError(f"threshold must be finite; got {threshold!r}")
+    value = max(interval.low - t, t + delta - interval.high)
+    label = (f"{what} CI [{interval.low:.4g}, {interval.high:.4g}] excludes {t:g} or {t + delta:g} (the paper's "
+             f"smallest effect): max(low - {t:g}, {t + delta:g} - high)")
+    return Check(label, value, ">", 0.0)
