@@ -10,7 +10,8 @@ detector without it. CPU stand-ins for the COCO runs (research notes §5d): GELA
   stripped detector is a state-dict subset with bit-identical outputs and no auxiliary module runs in eval
   (GELAN-t and GELAN-C).
 * ``detects``: the stripped PGI GELAN-t reaches held-out mAP50 >= 0.5.
-* ``pgi_gain``: PGI beats the plain GELAN in mAP50-95 on each of 2 seeds. The research notes expect this not to
+* ``pgi_gain``: PGI beats the plain GELAN in mAP50-95: the paired 95% bootstrap CI over 3 seeds (quick) lies above
+  0; inconclusive while the CI holds both 0 and the paper's smallest PGI gain. The research notes expect this not to
   reproduce at this scale (a 0.47M model on easy synthetic scenes does not suffer the information bottleneck PGI
   addresses); the verdict is reported as measured.
 """
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 import gradlab.detection as det
-from gradlab.claims import Check, ClaimRun, Evidence, Paper, claim
+from gradlab.claims import Check, ClaimRun, Evidence, Paper, Revision, claim, paired_bootstrap_ci, resolution_check
 from gradlab.papers import _yolov9_training as yt
 
 PAPER = Paper(
@@ -37,9 +38,29 @@ PAPER = Paper(
                "CBLinear/CBFuse, trained with its own head and removed at inference — gives the backbone reliable "
                "gradients without changing the inference graph, and improves detection accuracy over the same "
                "detector trained without it."),
+    revisions=(
+        Revision(
+            claim="pgi_gain",
+            date="2026-12-02",
+            old="min over 2 seeds of mAP50-95(PGI) - mAP50-95(plain) > 0, else failed",
+            new=("3 seeds at quick (5 at full); passed iff the paired 95% bootstrap CI of the mean difference has its "
+                 "lower end > 0; failed iff it lies below the paper's smallest reported PGI gain (0.001 = +0.1 AP); "
+                 "inconclusive (precondition 'the seeds resolve the paper's gain') when it holds both"),
+            reason=("Statistical flaw: the verdict was a margin on two draws. Two runs of unchanged code with the same "
+                    "seeds on two machines gave opposite verdicts, because training outcomes differ with the CPU's "
+                    "arithmetic: passed (+0.0053 worst seed) in the run of 2026-12-02 14:54, failed in the run of "
+                    "21:10 (seed 0 +0.0088, seed 1009 -0.2169: that PGI run settled at 0.59 vs plain 0.81). Two "
+                    "seeds cannot tell an absent gain from the paper's, so a CI straddling both is inconclusive, "
+                    "not failed; the pass condition is unchanged in kind (a credible gain) and was not relaxed."),
+            old_result=("failed: min over seeds [0, 1009] of PGI - plain = -0.2169 (AMD EPYC, 1 thread); on the same "
+                        "machine seeds 2018 and 3027 (measured for this change) gave -0.0023 and -0.0056"),
+        ),
+    ),
 )
 
 MAP50_MIN = 0.5
+PGI_SMALLEST_GAIN = 0.001
+"""The smallest COCO gain of PGI the paper reports (AP50:95 as a fraction): see the criterion history."""
 N_BOOT = 200
 
 
@@ -272,10 +293,10 @@ def detects(run: ClaimRun) -> Evidence:
     )
 
 
-@claim(paper=PAPER.key, title="PGI improves accuracy: PGI GELAN-t mAP50-95 > plain GELAN-t on each of 2 seeds "
-       "(same initialisation and batches)", timeouts={"smoke": 180, "quick": 1200})
+@claim(paper=PAPER.key, title="PGI improves accuracy: the paired 95% CI over 3 seeds of PGI - plain GELAN-t "
+       "mAP50-95 lies above 0 (same initialisation and batches)", timeouts={"smoke": 180, "quick": 1500})
 def pgi_gain(run: ClaimRun) -> Evidence:
-    seeds = run.seeds(2)
+    seeds = run.seeds(run.pick(smoke=2, quick=3, full=5))
     r, res, (_, _, xva, tva) = _trained_pair(run, seeds, ("pgi", "plain"))
     metrics: dict = {"seeds": list(seeds), "train_steps": r["steps"]}
     diffs, curves = [], {}
@@ -291,7 +312,10 @@ def pgi_gain(run: ClaimRun) -> Evidence:
             curves[f"{k} seed {s}"] = res[(k, s)].curve
         diffs.append(evs["pgi"]["map50_95"] - evs["plain"]["map50_95"])
     metrics["pgi_minus_plain_map50_95"] = diffs
-    worst = float(min(diffs))
+    ci = paired_bootstrap_ci([metrics[f"pgi_seed{s}_map50_95"] for s in seeds],
+                             [metrics[f"plain_seed{s}_map50_95"] for s in seeds], seed=run.seed)
+    metrics["pgi_minus_plain_ci"] = ci.to_json()
+    metrics["paper_smallest_gain"] = PGI_SMALLEST_GAIN
     plain_ok = min(metrics[f"plain_seed{s}_map50"] for s in seeds)
 
     fig = Figure(figsize=(5.5, 3.6))
@@ -303,24 +327,33 @@ def pgi_gain(run: ClaimRun) -> Evidence:
         for j, v in enumerate(vals):
             ax.text(j + (i - 0.5) * w, v + 0.005, f"{v:.3f}", ha="center", fontsize=7)
     ax.set_xticks(np.arange(len(seeds)), [f"seed {s}" for s in seeds])
-    ax.set(ylabel="held-out mAP50-95", title=f"PGI vs plain GELAN-t after {r['steps']} steps", ylim=(0, 1))
+    ax.set(ylabel="held-out mAP50-95", ylim=(0, 1),
+           title=f"PGI vs plain GELAN-t, {r['steps']} steps; PGI - plain {ci.mean:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]")
+    ax.title.set_fontsize(8)
     ax.legend()
     fig.tight_layout()
     return Evidence(
         metrics=metrics,
-        criterion=(f"for each of seeds {list(seeds)} (same main-branch initialisation and batch order for both), held-out "
-                   "mAP50-95 of the stripped PGI GELAN-t > that of the plain GELAN-t trained with L_main alone"),
-        passed=bool(worst > 0.0),
-        headline=(Check("min over seeds of PGI - plain mAP50-95", worst, ">", 0.0),),
-        preconditions={"plain GELAN-t detects": Check("min plain mAP50 over seeds", plain_ok, ">=", MAP50_MIN)},
+        criterion=(f"over seeds {list(seeds)} (same main-branch initialisation and batch order for both), the 95% "
+                   "paired bootstrap CI of held-out mAP50-95(stripped PGI GELAN-t) - mAP50-95(plain GELAN-t trained "
+                   "with L_main alone) has its lower end > 0; it fails when the CI's upper end is below the paper's "
+                   f"smallest reported PGI gain ({PGI_SMALLEST_GAIN:g}) and is inconclusive when it holds both 0 and "
+                   "that gain"),
+        passed=bool(ci.above(0.0)),
+        headline=(Check("PGI - plain mAP50-95 (CI low)", ci.low, ">", 0.0),
+                  Check("PGI - plain mAP50-95 (mean)", ci.mean, ">", 0.0)),
+        preconditions={"plain GELAN-t detects": Check("min plain mAP50 over seeds", plain_ok, ">=", MAP50_MIN),
+                       "the seeds resolve the paper's gain": resolution_check(ci, PGI_SMALLEST_GAIN,
+                                                                              what="PGI - plain mAP50-95")},
         figures={"map_by_seed": fig, "training_curves": _curves_figure(curves, "PGI (red) vs plain (blue) GELAN-t")},
         notes=("The research notes expected this not to reproduce at this scale (the paper's gain comes from deep "
                "models on COCO, where the information bottleneck is real). Differences PGI - plain per seed: "
-               + ", ".join(f"{d:+.4f}" for d in diffs) + "; per-class AP50 (red, blue): "
+               + ", ".join(f"{d:+.4f}" for d in diffs) + f"; mean {ci}. Per-class AP50 (red, blue): "
                + "; ".join(f"seed {s}: PGI {np.round(metrics[f'pgi_seed{s}_ap50_per_class'], 3).tolist()}, plain "
                            f"{np.round(metrics[f'plain_seed{s}_ap50_per_class'], 3).tolist()}" for s in seeds)
-               + ". Two seeds only, so a pass says PGI won both paired runs, not that the gain is established: "
-               "the spread between seeds of one method is as large as the gap. Budget: with detects' training "
-               "cached (PGI, first seed) this claim trains three models; alone it trains four (~3.2 min, a "
-               "documented exception to the 3 min quick budget)."),
+               + ". One training per seed and method: a PGI run that settles in a worse basin (as seed 1009 did on "
+               "one machine: 0.59 vs 0.81) dominates a mean over few seeds, and training outcomes differ between "
+               "CPUs (the environment is recorded with the result). Budget: with detects' training cached (PGI, "
+               "first seed) this claim trains five models (~4.5 min on one thread, a documented exception to the "
+               "3 min quick budget; alone it trains six)."),
     )
