@@ -156,3 +156,21 @@ def test_icl_transformer_learns_in_context_quickly():
     with torch.no_grad():
         last = float((m(held.xs, held.ys)[:, -1] - held.ys[:, -1]).pow(2).mean() / d)
     assert last < 0.8, last  # measured 0.65 (default init) vs 0.96 with the old N(0, 0.02) init
+
+
+def test_prefix_sums_in_chunks_of_sequences_are_bit_identical(monkeypatch):
+    """The prefix-sum path splits the batch into chunks of sequences (cache-sized); output and gradient equal the
+    one-chunk computation exactly, whatever the chunk size (here 1, 2 and 3 sequences per chunk of 5)."""
+    torch.manual_seed(4)
+    layer = LinearSelfAttention(3, n_heads=1, parametrization="merged", causal=True, init_std=0.4)
+    monkeypatch.setattr(LinearSelfAttention, "_use_prefix_sums", staticmethod(lambda t, dk, dv: True))
+    e = torch.randn(5, 8, 3)
+    results = []
+    for chunk in (2**30, 1, 2 * 8 * 3 * 3, 3 * 8 * 3 * 3):
+        monkeypatch.setattr(LinearSelfAttention, "_PREFIX_CHUNK", chunk)
+        x = e.clone().requires_grad_(True)
+        out = layer(x)
+        (g,) = torch.autograd.grad(out.square().sum(), x)
+        results.append((out.detach(), g))
+    for out, g in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(g, results[0][1])

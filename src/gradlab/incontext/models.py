@@ -173,9 +173,13 @@ class LinearSelfAttention(nn.Module):
             q, mask, rows = q[:, :, -1:], mask[-1:], rows[-1:]
         dk, dv = k.shape[-1], v.shape[-1]
         if self.causal and not self.softmax and not last_only and self._use_prefix_sums(t, dk, dv):
-            # linear causal attention as prefix sums of v_j k_j^H: O(T dk dv) instead of O(T^2 (dk + dv))
-            kv = torch.cumsum(v[..., :, None] * k.conj()[..., None, :], dim=2)  # (B, H, T, dv, dk)
-            out = (kv @ q[..., None]).squeeze(-1)
+            # linear causal attention as prefix sums of v_j k_j^H: O(T dk dv) instead of O(T^2 (dk + dv)),
+            # in chunks of sequences so that the (B, H, T, dv, dk) prefix sums stay in cache; every op is per
+            # sequence, so the chunked result (and its gradient) is bit-identical to the unchunked one
+            per = max(1, self._PREFIX_CHUNK // max(1, h * t * dk * dv))
+            outs = [(torch.cumsum(vc[..., :, None] * kc.conj()[..., None, :], dim=2) @ qc[..., None]).squeeze(-1)
+                    for qc, kc, vc in zip(q.split(per), k.split(per), v.split(per))]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
             if self.normalize:
                 out = out / rows.clamp_min(1).to(out.real.dtype)[:, None]
             return self._finish(tokens, out, rows, last_only)
@@ -192,6 +196,8 @@ class LinearSelfAttention(nn.Module):
                     scores = scores / max(t - 1, 1)
         out = scores @ v  # (B, H, T, value_dim or out_dim)
         return self._finish(tokens, out, rows, last_only)
+
+    _PREFIX_CHUNK = 2**18  # elements of the prefix-sum tensor per chunk of sequences (~2 MB in complex64)
 
     @staticmethod
     def _use_prefix_sums(t: int, dk: int, dv: int) -> bool:

@@ -55,6 +55,8 @@ IOU_MARGIN = 0.05
 ALPHA, LAM = 100.0, 1e-4
 SLICE_ACC_MIN = 0.95
 HINGE_ACTIVE_MIN = 0.01
+_EVAL_BATCH = 2**13  # points per forward pass when evaluating a trained field (pointwise: any size gives the same
+                     # numbers; 2**13 keeps the activations in cache, ~2x faster than 2**16)
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,17 @@ def _slice_stats(field: OReXField, sampler: CrossSectionSampler, seed: int) -> t
     uni, uni_y = sampler.plane_points(sampler.n_uniform, rng)
     pts = torch.from_numpy(np.concatenate((near, uni))).float()
     y = np.concatenate((near_y, uni_y)) > 0.5
-    x = pts.requires_grad_(True)
-    logits = field(x)
-    (grad,) = torch.autograd.grad(logits.sum(), x)
-    acc = float(((logits.detach() > 0).numpy() == y).mean())
+    # in chunks of points (the field is pointwise, so each point's logit and gradient are unchanged; smaller
+    # activations stay in cache)
+    chunks = []
+    for xc in pts.split(_EVAL_BATCH):
+        x = xc.detach().requires_grad_(True)
+        lc = field(x)
+        (gc,) = torch.autograd.grad(lc.sum(), x)
+        chunks.append((lc.detach(), gc))
+    logits = torch.cat([c[0] for c in chunks])
+    grad = torch.cat([c[1] for c in chunks])
+    acc = float(((logits > 0).numpy() == y).mean())
     frac = float((grad[: near.shape[0]].norm(dim=1) > ALPHA).double().mean())
     return acc, frac
 
@@ -133,7 +142,7 @@ def _train(cfg: _Config, sampler, shape, true, h, seed, *, lam, n_iter):
     t0 = time.perf_counter()
     fit_orex(field, sampler, cfg.steps, batch_size=cfg.batch, lam=lam, alpha=ALPHA, lr_every=10, seed=seed)
     train_s = time.perf_counter() - t0
-    vol = evaluate_grid(field, cfg.res)
+    vol = evaluate_grid(field, cfg.res, batch_size=_EVAL_BATCH)
     iou = volume_iou(vol.reshape(-1) > 0, true)
     ripple, nerr = _mesh_metrics(vol, shape, h)
     acc, frac = _slice_stats(field, sampler, seed)

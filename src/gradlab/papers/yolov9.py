@@ -330,7 +330,7 @@ def pgi_gain(run: ClaimRun) -> Evidence:
     ax.set(ylabel="held-out mAP50-95", ylim=(0, 1),
            title=f"PGI vs plain GELAN-t, {r['steps']} steps; PGI - plain {ci.mean:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]")
     ax.title.set_fontsize(8)
-    ax.legend()
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return Evidence(
         metrics=metrics,
