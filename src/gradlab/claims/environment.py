@@ -23,7 +23,7 @@ _KEYS = ("cpu", "threads", "torch", "numpy", "python", "platform")
 
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`), or ``"unknown"``."""
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), or ``"unknown"``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
