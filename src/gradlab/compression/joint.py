@@ -161,7 +161,7 @@ def learn_codebooks_and_mappings(layer: nn.Module, x: torch.Tensor, y: torch.Ten
         h0 = torch.where(gap > 0, (wf - c_lo) / torch.where(gap > 0, gap, torch.ones_like(gap)),
                          torch.zeros_like(gap)).clamp(0.0, 1.0)
     v = nn.Parameter(inverse_rectified_sigmoid(h0))
-    opt = torch.optim.Adam([{"params": [v], "lr": config.lr}] + params)
+    opt = torch.optim.Adam([{"params": [v], "lr": config.lr}] + params, foreach=True)
     n = x.shape[0]
     warm = int(round(config.warmup * config.steps))
     den_full = (y.to(torch.float64) ** 2).sum().clamp_min(1e-30).to(dtype)

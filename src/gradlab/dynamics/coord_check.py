@@ -74,8 +74,8 @@ def _check_common(x: torch.Tensor, y: torch.Tensor, parametrization: str | AbcPa
 
 def _make_optimizer(groups: list[dict], optimizer: str) -> torch.optim.Optimizer:
     if optimizer == "sgd":
-        return torch.optim.SGD(groups)
-    return torch.optim.Adam(groups)
+        return torch.optim.SGD(groups, foreach=True)
+    return torch.optim.Adam(groups, foreach=True)
 
 
 def _setup(

@@ -331,7 +331,7 @@ def abc_param_groups(
     Example::
 
         groups = abc_param_groups(model, "mup", lr=0.1, base=make(64), delta=make(128))
-        opt = torch.optim.SGD(groups)
+        opt = torch.optim.SGD(groups, foreach=True)
 
     Args:
         model: any module (its weights are modified in place when ``reinit``).

@@ -208,7 +208,7 @@ def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tenso
         raise ValueError(f"model must return logits of shape (N, C); got shape {tuple(out.shape)}")
     check_class_labels("labels", labels, inputs.shape[0], out.shape[1])
     gen = torch_generator(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     n = len(labels)
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)

@@ -75,7 +75,7 @@ def train_shape_judge(*, steps: int, batch: int = 64, lr: float = 3e-3, seed: in
         torch.manual_seed(seed)
         judge = ShapeJudge(width)
     g = torch.Generator().manual_seed(seed + 1)
-    opt = torch.optim.Adam(judge.parameters(), lr=lr)
+    opt = torch.optim.Adam(judge.parameters(), lr=lr, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for step in range(steps):
         data = make_shapes(batch, seed=10_000_019 + seed * 100003 + step, size=IMAGE_SIZE, colours=COLOURS)

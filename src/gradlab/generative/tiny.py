@@ -287,7 +287,7 @@ def train_tiny_t2i(model, *, steps: int, batch: int = 32, lr: float = 2e-3, weig
     warmup = check_int("warmup", warmup, minimum=0)
     g = torch.Generator().manual_seed(seed)
     params = list(model.unet.parameters()) + list(model.text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     lr_at = lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.unet.train()

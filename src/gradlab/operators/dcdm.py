@@ -459,7 +459,7 @@ def train_dcdm(
         raise ValueError("rhs must hold at least one right-hand side")
     p0 = next(net.parameters())
     grids = grids.to(dtype=p0.dtype, device=p0.device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
     losses: list[float] = []
     net.train()
     for step in range(steps):

@@ -524,7 +524,7 @@ def fit_orex(field: OReXField, sampler: CrossSectionSampler, steps_per_level: Se
     p0 = next(field.parameters())
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(field.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(field.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_gamma)
     history: dict[str, list[float]] = {"total": [], "bce": [], "hinge": []}
     levels: list[tuple[np.ndarray, np.ndarray]] = []

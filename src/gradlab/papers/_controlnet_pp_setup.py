@@ -80,7 +80,7 @@ def train_controlnet(model: Any, controlnet: torch.nn.Module, *, lam: float, ste
     controlnet.requires_grad_(True).train()
     trainer = ControlNetRewardTrainer(model.unet, controlnet, model.scheduler, edge_reward(), lam=lam,
                                       t_threshold=T_THRESHOLD)
-    opt = torch.optim.AdamW(trainer.trainable_parameters(), lr=lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(trainer.trainable_parameters(), lr=lr, weight_decay=1e-2, foreach=True)
     g = torch.Generator().manual_seed(seed)
     log = []
     for step in range(steps):

@@ -48,7 +48,7 @@ def fit(model: nn.Module, a: torch.Tensor, u: torch.Tensor, *, epochs: int, batc
         progress: Callable[[float], None] | None = None) -> list[float]:
     """Adam + OneCycleLR (pct_start 0.2, div 2, final div 100, per step) on the relative ``loss``; epoch losses."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     n = a.shape[0]
     steps = (n + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.2,

@@ -153,7 +153,7 @@ def train_sgd(lr: float, clip: bool, steps: int, batch: int, seed: int, data: Zi
     """SGD with momentum 0.9 (optionally wrapped by global coordinate clipping); held-out loss curve."""
     torch.manual_seed(seed)
     model = TinyCausalLM()
-    base = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    base = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, foreach=True)
     opt = coordinate_clip(base, CLIP_FRACTION, scope="global") if clip else base
     g = torch.Generator().manual_seed(seed + 1)
     curve = []
@@ -185,7 +185,7 @@ def _one_seed(seed: int, adam_steps: int, checkpoints, n_eval: int, n_heldout: i
     heldout = data.sample(n_heldout, torch.Generator().manual_seed(seed + 200))
     torch.manual_seed(seed)
     model = TinyCausalLM()
-    adam = torch.optim.Adam(model.parameters(), lr=3e-3)
+    adam = torch.optim.Adam(model.parameters(), lr=3e-3, foreach=True)
     g = torch.Generator().manual_seed(seed + 1)
     results: dict[int, dict[str, object]] = {}
     work = len(checkpoints) + 2 * len(lr_grid)

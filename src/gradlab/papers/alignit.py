@@ -240,7 +240,7 @@ def customise(model, tok, te, unet, *, colour: str, shape: str, steps: int, batc
             lin.requires_grad_(True)
             kv += list(lin.parameters())
     opt = torch.optim.AdamW([{"params": [emb.weight], "lr": lr_token, "weight_decay": 0.0},
-                             {"params": kv, "lr": lr_kv, "weight_decay": 1e-2}])
+                             {"params": kv, "lr": lr_kv, "weight_decay": 1e-2}], foreach=True)
     keep = torch.zeros(emb.weight.shape[0], 1)
     keep[cid] = 1.0
     g = torch.Generator().manual_seed(seed)

@@ -181,7 +181,7 @@ class WideCNN(nn.Module):
 
 def train_multilabel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
     """BCE-with-logits, Adam (weight decay 1e-4 as in the paper's code), batch 64."""
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4, foreach=True)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g)

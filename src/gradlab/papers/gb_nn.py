@@ -43,7 +43,7 @@ def mlp_accuracies(x_tr, y_tr, x_te, y_te, *, units: int, epochs: int, seed: int
     torch.manual_seed(seed)
     k = int(y_tr.max()) + 1
     model = nn.Sequential(nn.Linear(x_tr.shape[1], units), nn.Sigmoid(), nn.Linear(units, k))
-    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
+    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR, foreach=True)
     ce = nn.CrossEntropyLoss()
     for _ in range(epochs):
         opt.zero_grad(set_to_none=True)

@@ -45,7 +45,7 @@ def lsa_equals_one_gd_step(run: ClaimRun) -> Evidence:
     test = LinearRegressionTask(d, x_dist="uniform", input_range=2.0, seed=run.seed + 10_000)
     model = LinearSelfAttention(d + 1, parametrization="separate", include_query=False,
                                 init_std=(0.002 / (d + 1)) ** 0.5)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), foreach=True)
     losses = []
     for step in range(n_steps):
         b = train.sample(batch_size, n)

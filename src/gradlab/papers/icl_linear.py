@@ -83,7 +83,7 @@ def lsa_global_minimum_and_shift(run: ClaimRun) -> Evidence:
     batch = run.pick(smoke=256, quick=2048, full=4096)
     task = LinearRegressionTask(d, covariance=lam, seed=run.seed, dtype=torch.float64)
     model = _zfb_model(d, sigma)
-    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, foreach=True)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.7 * sgd_steps)], gamma=0.2)
     sgd_loss = []
     for step in range(sgd_steps):

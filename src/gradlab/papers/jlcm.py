@@ -85,7 +85,7 @@ def make_task(seed: int, n_train: int, n_test: int) -> tuple[torch.Tensor, ...]:
 def train_mlp(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, batch: int = 128) -> nn.Module:
     """Adam (lr 1e-3), cross-entropy, shuffled minibatches of ``batch``; returns the model in eval mode."""
     model = make_mlp(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
     gen = torch.Generator().manual_seed(seed)
     ce = nn.CrossEntropyLoss()
     for _ in range(epochs):

@@ -65,7 +65,7 @@ def _teacher_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _warm_model(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(20, 64), nn.Tanh(), nn.Linear(64, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, foreach=True)
     g = torch.Generator().manual_seed(seed)
     ce = nn.CrossEntropyLoss()
     for _ in range(steps):
@@ -149,9 +149,9 @@ def _is_stable(model0: nn.Module, x, y, opt_name: str, lr: float, batch: int, st
     with torch.no_grad():
         loss0 = float(ce(model(x), y))
     if opt_name == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (batch,), generator=g)

@@ -75,7 +75,7 @@ def _train(x1: str, a0: float, b0: float, lr: float, d: int, t_len: int, m: int,
     model = LinearSelfAttention(2 * d, out_dim=d, parametrization="merged", causal=True, normalize=True,
                                 residual=False, init_std=0.0, dtype=torch.complex64)
     model.load_state_dict(mesa_construction(d, a0, b0))
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
     e_train = ar_tokens(train)
     losses, abs_ = [], []
     diag_kq = torch.zeros(2 * d, 2 * d, dtype=torch.bool)

@@ -72,7 +72,7 @@ def fit_mapper(p: float, *, seed: int, steps: int, batch: int = 64, lr: float = 
     from gradlab.generative.neti import NeTIMapper
 
     mapper = NeTIMapper(32, 16, output_norm=1.0, use_bypass=False, nested_dropout_p=p, seed=seed).train()
-    opt = torch.optim.Adam(mapper.parameters(), lr=lr)
+    opt = torch.optim.Adam(mapper.parameters(), lr=lr, foreach=True)
     g = torch.Generator().manual_seed(seed + 1)
     losses = []
     with torch.random.fork_rng(devices=[]):
@@ -247,7 +247,7 @@ def personalise(method: _Method, model, *, steps: int, batch: int, seed: int, lr
     with the same ``seed``."""
     from gradlab.generative.tiny import make_shapes
 
-    opt = torch.optim.AdamW(method.params, lr=lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(method.params, lr=lr, weight_decay=1e-2, foreach=True)
     g = torch.Generator().manual_seed(seed)
     sched = model.scheduler
     method.train(True)

@@ -103,7 +103,7 @@ def train_models(seed: int, epochs: int, split: Split, n_train: int | None = Non
         models["ct"] = NoPropCT(split.n_features, 10, hidden=HIDDEN)
     if "fm" in kinds:
         models["fm"] = NoPropFM(split.n_features, 10, hidden=HIDDEN)
-    opts = {k: torch.optim.AdamW(m.parameters(), lr=LR, weight_decay=WD) for k, m in models.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=LR, weight_decay=WD, foreach=True) for k, m in models.items()}
     order = torch.Generator().manual_seed(seed)
     noise = {k: torch.Generator().manual_seed(seed + 1 + i) for i, k in enumerate(models)}
     curves: dict[str, list[float]] = {k: [] for k in models}
@@ -183,7 +183,7 @@ def digits_dt(run: ClaimRun) -> Evidence:
         mem_np.append(noprop.training_step(xb, yb, res["opts"]["noprop"], torch.Generator().manual_seed(s),
                                            measure_saved_bytes=True)["peak_saved_bytes"])
         chain = res["initial_noprop"]
-        chain_opt = torch.optim.AdamW(chain.parameters(), lr=LR, weight_decay=WD)
+        chain_opt = torch.optim.AdamW(chain.parameters(), lr=LR, weight_decay=WD, foreach=True)
         mem_chain.append(chain.backprop_step(xb, yb, chain_opt, measure_saved_bytes=True)["peak_saved_bytes"])
         run.progress((i + 1) / len(seeds), f"seed {s}")
     acc_np_a, acc_bp_a = np.array(acc["noprop"]), np.array(acc["backprop"])

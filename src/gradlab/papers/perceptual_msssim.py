@@ -107,7 +107,7 @@ def train_autoencoder(init: nn.Module, x_train: torch.Tensor, loss: str, steps: 
                       lr: float = 1e-3) -> tuple[nn.Module, np.ndarray]:
     """Train a copy of ``init`` on ``x_train`` with ``loss``; the batch order depends only on ``seed``."""
     model = copy.deepcopy(init)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     fn = _loss_fn(loss)
     g = torch.Generator().manual_seed(seed)
     curve = np.empty(steps)

@@ -170,7 +170,7 @@ def _train(seed: int, n_train: int, epochs: int, progress) -> nn.Module:
     x, y, _ = make_multi_instance_images(n_train, seed)
     torch.manual_seed(seed)
     model = SmallCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, foreach=True)
     g = torch.Generator().manual_seed(seed)
     for ep in range(epochs):
         perm = torch.randperm(n_train, generator=g)

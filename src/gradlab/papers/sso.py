@@ -57,7 +57,7 @@ def train(kind: str, x: torch.Tensor, y: torch.Tensor, *, seed: int, steps: int,
     ce = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed + 1)
     if method == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
     else:
         sso = SSO(model.parameters(), eta=eta, inner_steps=inner_steps, inner="sgd", inner_lr=lr)
 

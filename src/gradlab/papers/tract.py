@@ -69,9 +69,9 @@ def train_curve(data: tuple[torch.Tensor, ...], *, tract: bool, seed: int, epoch
     rest = [p for p in model.parameters() if p is not first.weight]
     if optimizer == "sgd":
         groups = [{"params": [first.weight], "lr": SGD_LR * first_layer_lr_factor}, {"params": rest}]
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=SGD_LR, momentum=MOMENTUM)
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=SGD_LR, momentum=MOMENTUM, foreach=True)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
+        opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR, foreach=True)
     gen = torch.Generator().manual_seed(seed)
     ce = nn.CrossEntropyLoss()
     accs = []

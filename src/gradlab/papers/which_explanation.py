@@ -131,7 +131,7 @@ def _mlp_task(seed: int, n_train: int, steps: int) -> tuple[nn.Module, torch.Ten
     x = mean + 0.5 * torch.randn(n_train, d, generator=g)
     y = x @ w + 0.3 * torch.tanh(x[:, 0] * x[:, 4])
     model = nn.Sequential(nn.Linear(d, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, foreach=True)
     xs, ys = (x - 0) / 1, y.view(-1, 1)
     for _ in range(steps):
         idx = torch.randint(0, n_train, (128,), generator=g)

@@ -184,7 +184,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def train(model: nn.Module, task: tuple, epochs: int, lr: float, seed: int) -> list[float]:
     """Adam on ``task``; returns the held-out loss before training and after each epoch."""
     x_tr, y_tr, x_te, y_te = task
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         curve = [float(_loss(model, x_te, y_te))]

@@ -187,7 +187,7 @@ def pgi_mechanics(run: ClaimRun) -> Evidence:
         torch.manual_seed(run.seed)
         model = make()
         # a few optimiser steps so BatchNorm statistics and weights are off their initial values
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
         lossf = det.DualDetectionLoss(model.head, model.aux_head)
         for _ in range(run.pick(smoke=1, quick=3)):
             loss, _ = lossf(model.train()(x), t)
