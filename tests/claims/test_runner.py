@@ -129,6 +129,20 @@ def test_longest_known_claims_start_first(demo_env):
     assert order == ["dies", "sleeps", "raises", "fails", "passes"]
 
 
+def test_without_history_claims_start_by_declared_timeout_longest_first(demo_env):
+    from gradlab.claims.runner import _longest_first
+
+    tasks = plan(load_registry(), ["demo"], "smoke", 0)
+    store = ResultStore(demo_env["store"])  # empty: a fresh run
+    names = [t.spec.name for t in tasks]
+    assert names.index("sleeps") < len(names) - 1  # the test would be vacuous if it were already last
+    timeouts = {t.spec.name: t.timeout for t in tasks}
+    assert timeouts["sleeps"] < min(v for k, v in timeouts.items() if k != "sleeps")
+    order = [t.spec.name for t in _longest_first(tasks, store)]
+    # every other demo claim has the default smoke timeout: they keep their order, the 3-s "sleeps" goes last
+    assert order == [n for n in names if n != "sleeps"] + ["sleeps"]
+
+
 def test_ctrl_c_stops_the_run_keeps_finished_results_and_exits_130(demo_env):
     store_path = demo_env["store"]
     env = dict(demo_env["env"], GRADLAB_DEMO_SLEEP="60")
