@@ -287,7 +287,7 @@ def overview_figure(data: dict[str, Any]):
     """Claims by cluster and verdict (left) and every claim's margin to its threshold on one scale (right)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.7))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     statuses = ("passed", "failed", "inconclusive", "error", "timeout", "not run")
     clusters = [c for c in CLUSTERS if any(p["cluster"] == c for p in data["papers"])]
@@ -303,7 +303,8 @@ def overview_figure(data: dict[str, Any]):
     ax1.invert_yaxis()
     ax1.set_xlabel("claims (not-implemented papers count 1)")
     ax1.set_title("claims by cluster and verdict")
-    ax1.legend(fontsize=7, loc="lower right")
+    # the legend goes under the axis, never on the bars (the longest bar reaches the axis' right edge)
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=4, frameon=False)
     pts = [(p["key"] + "/" + c["name"], c["margin"], c["status"]) for p in data["papers"] for c in p["claims"]
            if c.get("margin") is not None]
     if pts:
