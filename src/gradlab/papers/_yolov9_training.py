@@ -93,7 +93,7 @@ def train(kind: str, r: dict, seed: int, data: tuple | None = None,
     else:
         lossf = det.DetectionLoss(model.head)
     # foreach=True: the same arithmetic as the per-tensor loop, bit for bit on the CPU (checked on this recipe),
-    # ~7 % less time per step for the detector's ~300 small tensors.
+    # ~7 % less time per step for the detector's many small tensors (424 plain, 650 with the PGI branch).
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["wd"], foreach=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=r["steps"], pct_start=r["warmup"])
     gen = torch.Generator().manual_seed(seed + 1)
